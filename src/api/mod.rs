@@ -1,0 +1,3 @@
+//! Wire types of the APIs slmgate speaks.
+
+pub mod openai;

@@ -1,0 +1,32 @@
+//! Triage: scores a request's complexity (`score = P(hard)` in [0,1]) and
+//! names its category. The policy routes on both.
+
+pub mod features;
+
+use crate::api::openai::ChatMessage;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TriageResult {
+    pub score: f64,
+    pub category: &'static str,
+}
+
+/// A request-complexity scorer. Implementations must be cheap to call from
+/// the request path or do their heavy work off the async runtime.
+pub trait Triage: Send + Sync {
+    fn triage(&self, messages: &[ChatMessage]) -> TriageResult;
+    /// Short name for logs and `/v1/triage` (e.g. `features`).
+    fn name(&self) -> &'static str;
+}
+
+/// The text triage looks at: the last user turn, the system prompt and a
+/// count of earlier turns (a long conversation is itself a signal).
+pub fn last_user_text(messages: &[ChatMessage]) -> &str {
+    messages
+        .iter()
+        .rev()
+        .find(|m| m.role == "user")
+        .or(messages.last())
+        .map(|m| m.text.as_str())
+        .unwrap_or("")
+}

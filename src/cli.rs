@@ -1,0 +1,94 @@
+//! Command implementations behind `main.rs`'s clap definitions.
+
+use crate::config::{BackendConfig, Policy};
+use crate::state::{models_dir, AppState, StateOptions};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Load the policy from a file, or the embedded default.
+pub fn load_policy(path: Option<&Path>) -> Result<Policy, String> {
+    match path {
+        Some(p) => Policy::from_file(p),
+        None => Policy::embedded_default().map_err(|e| format!("embedded default policy: {e}")),
+    }
+}
+
+/// Fetch missing default models when the policy needs them (first start).
+fn ensure_models(policy: &Policy, dir: &Path) -> Result<(), String> {
+    let mut missing_fetchable = false;
+    for (name, b) in &policy.backends {
+        if let BackendConfig::Local(c) = b {
+            let path = crate::backend::local::resolve_gguf(&c.gguf, dir);
+            if path.exists() {
+                continue;
+            }
+            if crate::fetch::is_fetchable(&c.gguf) {
+                missing_fetchable = true;
+            } else {
+                return Err(format!(
+                    "backend `{name}`: GGUF file {} does not exist; fix `backends.{name}.gguf` or put the file there",
+                    path.display()
+                ));
+            }
+        }
+    }
+    if missing_fetchable {
+        eprintln!("slmgate: default models missing in {}; fetching them (one time)...", dir.display());
+        crate::fetch::fetch_all(dir, false)?;
+    }
+    Ok(())
+}
+
+pub async fn serve(policy_path: Option<PathBuf>, listen: SocketAddr) -> Result<(), String> {
+    let policy = load_policy(policy_path.as_deref())?;
+    let dir = models_dir();
+    ensure_models(&policy, &dir)?;
+    let grace = Duration::from_secs(policy.server.shutdown_grace_secs);
+    let state = AppState::new(policy, StateOptions::from_process())?;
+    for (name, b) in &state.policy.backends {
+        let available = state.backends.get(name).map(|x| x.availability().map_err(|e| e.error.to_string()));
+        match available {
+            Some(Err(why)) if b.kind() != "local" => tracing::warn!(backend = %name, "{why}"),
+            _ => tracing::info!(backend = %name, kind = b.kind(), "backend configured"),
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(addr = %listen, "slmgate listening");
+    // A local model that fails to load is a startup error: stop the process.
+    let watcher = state.clone();
+    tokio::spawn(async move {
+        match watcher.wait_ready().await {
+            Ok(()) => tracing::info!("ready"),
+            Err(e) => {
+                tracing::error!(error = %e, "startup failed");
+                eprintln!("slmgate: {e}");
+                std::process::exit(1);
+            }
+        }
+    });
+    crate::server::serve(listener, crate::app(state), grace)
+        .await
+        .map_err(|e| format!("server error: {e}"))
+}
+
+pub fn check(path: &Path) -> Result<String, String> {
+    let p = Policy::from_file(path)?;
+    let models: usize = p.backends.values().map(|b| b.models().len()).sum();
+    Ok(format!(
+        "{}: ok ({} backends, {} models, {} routes)",
+        path.display(),
+        p.backends.len(),
+        models,
+        p.routes.len()
+    ))
+}
+
+pub fn models_fetch(dir: Option<PathBuf>) -> Result<(), String> {
+    let dir = dir.unwrap_or_else(models_dir);
+    crate::fetch::fetch_all(&dir, false)?;
+    eprintln!("models ready in {}", dir.display());
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! Strict YAML policy structs. Parsing rejects unknown fields; `validate()`
+//! then checks cross references and returns messages that name the field and
+//! the fix. Nothing here touches the environment or the network.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The policy compiled into the binary (`policies/default.yaml`).
+pub const DEFAULT_POLICY: &str = include_str!("../policies/default.yaml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub version: u32,
+    #[serde(default)]
+    pub server: ServerConfig,
+    pub backends: BTreeMap<String, BackendConfig>,
+    /// `backend/model` whose price is "what always-cloud would have cost".
+    pub reference_model: Option<String>,
+    #[serde(default)]
+    pub triage: TriageConfig,
+    #[serde(default)]
+    pub routes: BTreeMap<String, RouteConfig>,
+    /// Per-target fallbacks for explicit model requests: `backend/model -> [backend/model]`.
+    #[serde(default)]
+    pub fallbacks: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Request bodies above this size get a 413.
+    pub max_body_bytes: usize,
+    /// How long in-flight requests may run on after SIGTERM/ctrl-c.
+    pub shutdown_grace_secs: u64,
+    /// Log prompt text at debug level (off by default: prompts are user data).
+    pub log_prompts: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 8 * 1024 * 1024,
+            shutdown_grace_secs: 30,
+            log_prompts: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum BackendConfig {
+    Openai(OpenAiConfig),
+    Local(LocalConfig),
+}
+
+impl BackendConfig {
+    pub fn models(&self) -> &BTreeMap<String, ModelConfig> {
+        match self {
+            BackendConfig::Openai(c) => &c.models,
+            BackendConfig::Local(c) => &c.models,
+        }
+    }
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendConfig::Openai(_) => "openai",
+            BackendConfig::Local(_) => "local",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiConfig {
+    /// Environment variable holding the API key (never logged).
+    pub api_key_env: String,
+    /// Environment variable that overrides `base_url` when set.
+    pub base_url_env: Option<String>,
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub retries: Retries,
+    pub models: BTreeMap<String, ModelConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    /// GGUF file; relative paths resolve against the models dir.
+    pub gguf: String,
+    /// Requests admitted at once (running + waiting); beyond it `on_full` applies.
+    #[serde(default = "default_max_queue")]
+    pub max_queue: usize,
+    /// Sequences mistral.rs batches together.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    #[serde(default)]
+    pub on_full: Overflow,
+    /// What to do with parameters the local model cannot honour (tools, n>1, logprobs).
+    #[serde(default)]
+    pub on_unsupported: Overflow,
+    /// Seconds suggested in `Retry-After` when the queue is full.
+    #[serde(default = "default_retry_after")]
+    pub retry_after_secs: u64,
+    /// Completion budget when the client sets no `max_tokens` (small models can ramble).
+    #[serde(default = "default_max_tokens")]
+    pub default_max_tokens: u64,
+    pub models: BTreeMap<String, ModelConfig>,
+}
+
+fn default_max_queue() -> usize {
+    64
+}
+fn default_max_batch() -> usize {
+    16
+}
+fn default_retry_after() -> u64 {
+    1
+}
+fn default_max_tokens() -> u64 {
+    1024
+}
+
+/// What happens when the local backend cannot take a request.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Overflow {
+    /// Answer with an error (429 for a full queue, 400 for unsupported parameters).
+    #[default]
+    Reject,
+    /// Follow the route's fallbacks (usually to the cloud).
+    Fallback,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    #[serde(deserialize_with = "de_price")]
+    pub input_per_mtok: Decimal,
+    #[serde(deserialize_with = "de_price")]
+    pub output_per_mtok: Decimal,
+    /// Other ids clients may use for this model.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Model name sent upstream, when it differs from the id clients use.
+    pub upstream_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    pub connect_ms: u64,
+    /// Until the upstream's response head arrives.
+    pub first_byte_ms: u64,
+    /// Longest silence between two chunks of a streamed body.
+    pub idle_ms: u64,
+    pub total_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect_ms: 5_000,
+            first_byte_ms: 60_000,
+            idle_ms: 60_000,
+            total_ms: 600_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retries {
+    /// Extra attempts on connect errors, 429 and 5xx before the first byte.
+    pub max_retries: u32,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Self {
+            max_retries: 2,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TriageConfig {
+    #[serde(default)]
+    pub kind: TriageKind,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TriageKind {
+    /// Transparent features-based scorer (length, code, math, question words).
+    #[default]
+    Features,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub tiers: Vec<Tier>,
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    pub name: String,
+    /// Tier applies when `min_score <= score`.
+    pub min_score: Option<f64>,
+    /// Tier applies when `score < max_score`.
+    pub max_score: Option<f64>,
+    /// Tier applies when the triage category is one of these.
+    pub categories: Option<Vec<String>>,
+    pub target: String,
+}
+
+impl Tier {
+    pub fn is_catch_all(&self) -> bool {
+        self.min_score.is_none() && self.max_score.is_none() && self.categories.is_none()
+    }
+}
+
+fn de_price<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Num {
+        I(i64),
+        F(f64),
+        S(String),
+    }
+    let text = match Num::deserialize(d)? {
+        Num::I(i) => i.to_string(),
+        // f64's Display is the shortest round-trip form: 0.15 stays "0.15".
+        Num::F(f) => f.to_string(),
+        Num::S(s) => s,
+    };
+    text.parse::<Decimal>()
+        .map_err(|e| serde::de::Error::custom(format!("price `{text}` is not a decimal: {e}")))
+}
+
+impl Policy {
+    /// Parse YAML strictly and validate it.
+    pub fn from_yaml(text: &str) -> Result<Policy, String> {
+        let policy: Policy =
+            serde_yaml::from_str(text).map_err(|e| format!("policy does not parse: {e}"))?;
+        crate::policy::validate::validate(&policy)?;
+        Ok(policy)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Policy, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read policy file {}: {e}", path.display()))?;
+        Self::from_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn embedded_default() -> Result<Policy, String> {
+        Self::from_yaml(DEFAULT_POLICY)
+    }
+}

@@ -1,0 +1,182 @@
+//! HTTP handlers. `chat_completions` walks the request path's stages in order.
+
+use crate::backend::ReplyBody;
+use crate::error::GatewayError;
+use crate::middleware::{dispatch, meter, parse, triage};
+use crate::policy::{self, Requested};
+use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{header, HeaderValue, StatusCode};
+use http_body_util::BodyExt;
+use std::sync::Arc;
+use std::time::Instant;
+
+type AppRef = State<Arc<AppState>>;
+
+/// Read the body up to the policy's limit.
+pub async fn read_body(state: &AppState, req: Request) -> Result<(http::request::Parts, Bytes), GatewayError> {
+    let limit = state.policy.server.max_body_bytes;
+    let (parts, body) = req.into_parts();
+    if let Some(len) = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        if len > limit {
+            return Err(GatewayError::PayloadTooLarge(limit));
+        }
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok((parts, c.to_bytes())),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(GatewayError::PayloadTooLarge(limit))
+        }
+        Err(e) => Err(GatewayError::InvalidRequest {
+            param: None,
+            message: format!("could not read the request body: {e}"),
+        }),
+    }
+}
+
+fn count_error(state: &AppState, e: &GatewayError, route: &str) {
+    state
+        .metrics
+        .requests
+        .with_label_values(&[route, "none", "none", e.status().as_str()])
+        .inc();
+}
+
+pub async fn chat_completions(State(state): AppRef, req: Request) -> Response {
+    let started = Instant::now();
+    match chat_inner(&state, req, started).await {
+        Ok(r) => r,
+        Err((e, route)) => {
+            count_error(&state, &e, &route);
+            e.into_response()
+        }
+    }
+}
+
+async fn chat_inner(
+    state: &Arc<AppState>,
+    req: Request,
+    started: Instant,
+) -> Result<Response, (GatewayError, String)> {
+    let none = |e| (e, "none".to_string());
+    parse::check_content_type(req.headers()).map_err(none)?;
+    let (_, body) = read_body(state, req).await.map_err(none)?;
+    let parsed = parse::chat_request(&body).map_err(none)?;
+    let requested = state
+        .index
+        .resolve(&parsed.model)
+        .cloned()
+        .ok_or_else(|| none(GatewayError::ModelNotFound(parsed.model.clone())))?;
+    if state.policy.server.log_prompts {
+        tracing::debug!(messages = ?parsed.messages, "prompt");
+    }
+    let tri = triage::run(state, &parsed.messages);
+    let decision = policy::decide(&state.policy, &requested, tri.score, tri.category);
+    let route_label = match &requested {
+        Requested::Route(_) => decision.route.clone(),
+        Requested::Model(_) => "direct".to_string(),
+    };
+    let done = dispatch::run(state, &parsed, &decision)
+        .await
+        .map_err(|e| (e, route_label.clone()))?;
+    let routed = meter::Routed {
+        route: route_label,
+        target: done.target,
+        triage: tri,
+        started,
+    };
+    let mut resp = match done.reply.body {
+        ReplyBody::Full { bytes, usage } => {
+            let cost = meter::record(state, &routed, usage, 200);
+            state
+                .metrics
+                .ttft
+                .with_label_values(&[routed.target.backend.as_str()])
+                .observe(started.elapsed().as_secs_f64());
+            let overhead = meter::observe_overhead(state, &routed, done.reply.upstream_wait);
+            let mut r = Response::new(Body::from(bytes));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            meter::headers(state, r.headers_mut(), &routed, Some(cost), overhead, &done.fallbacks);
+            r
+        }
+        ReplyBody::Stream { events, usage } => {
+            let overhead = meter::observe_overhead(state, &routed, done.reply.upstream_wait);
+            let mut h = http::HeaderMap::new();
+            meter::headers(state, &mut h, &routed, None, overhead, &done.fallbacks);
+            let body = meter::metered_stream(state.clone(), routed, events, usage);
+            let mut r = Response::new(Body::from_stream(body));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            r.headers_mut().extend(h);
+            r
+        }
+    };
+    *resp.status_mut() = StatusCode::OK;
+    Ok(resp)
+}
+
+pub async fn models(State(state): AppRef) -> Response {
+    let mut data = Vec::new();
+    for name in state.policy.routes.keys() {
+        data.push(serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": "slmgate"}));
+    }
+    for (b, cfg) in &state.policy.backends {
+        for (m, mc) in cfg.models() {
+            for id in std::iter::once(m).chain(mc.aliases.iter()) {
+                data.push(serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": b}));
+            }
+        }
+    }
+    axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+pub async fn healthz() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+pub async fn readyz(State(state): AppRef) -> Response {
+    match state.ready() {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "not_ready", "reason": why})),
+        )
+            .into_response(),
+    }
+}
+
+pub async fn metrics(State(state): AppRef) -> Response {
+    let mut r = Response::new(Body::from(state.metrics.render()));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+pub async fn not_found(req: Request) -> Response {
+    GatewayError::NotFound {
+        method: req.method().to_string(),
+        path: req.uri().path().chars().take(200).collect(),
+    }
+    .into_response()
+}
+
+pub async fn method_not_allowed(req: Request) -> Response {
+    GatewayError::MethodNotAllowed {
+        method: req.method().to_string(),
+        path: req.uri().path().chars().take(200).collect(),
+    }
+    .into_response()
+}

@@ -1,0 +1,101 @@
+//! Every Prometheus metric, registered once on a registry owned by the app
+//! (not the global one, so tests can build many apps). Labels come from
+//! small closed sets: route/backend/model names from the policy, status
+//! classes, error kinds — never raw messages or prompts.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    CounterVec,
+};
+
+pub const REQUESTS_TOTAL: &str = "slmgate_requests_total";
+pub const REQUEST_DURATION: &str = "slmgate_request_duration_seconds";
+pub const TTFT: &str = "slmgate_ttft_seconds";
+pub const OVERHEAD: &str = "slmgate_overhead_seconds";
+pub const TOKENS_TOTAL: &str = "slmgate_tokens_total";
+pub const COST_USD_TOTAL: &str = "slmgate_cost_usd_total";
+pub const SAVINGS_USD_TOTAL: &str = "slmgate_savings_usd_total";
+pub const TRIAGE_DURATION: &str = "slmgate_triage_duration_seconds";
+pub const TRIAGE_SCORE: &str = "slmgate_triage_score";
+pub const CACHE_REQUESTS_TOTAL: &str = "slmgate_cache_requests_total";
+pub const UPSTREAM_ERRORS_TOTAL: &str = "slmgate_upstream_errors_total";
+pub const LOCAL_QUEUE_DEPTH: &str = "slmgate_local_queue_depth";
+pub const FALLBACKS_TOTAL: &str = "slmgate_fallbacks_total";
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub ttft: HistogramVec,
+    pub overhead: Histogram,
+    pub tokens: IntCounterVec,
+    pub cost: CounterVec,
+    pub savings: CounterVec,
+    pub triage_duration: Histogram,
+    pub triage_score: Histogram,
+    pub cache: IntCounterVec,
+    pub upstream_errors: IntCounterVec,
+    pub local_queue_depth: IntGauge,
+    pub fallbacks: IntCounterVec,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+const FAST_BUCKETS: &[f64] = &[
+    0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+];
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let fcounter = |name: &str, help: &str, labels: &[&str]| -> Result<CounterVec, prometheus::Error> {
+            let c = CounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let hist = |name: &str, help: &str, buckets: &[f64]| -> Result<Histogram, prometheus::Error> {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+        let hist_vec = |name: &str, help: &str, labels: &[&str]| -> Result<HistogramVec, prometheus::Error> {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), labels)?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+        let local_queue_depth = IntGauge::new(LOCAL_QUEUE_DEPTH, "Requests admitted to the local model (running + waiting)")?;
+        registry.register(Box::new(local_queue_depth.clone()))?;
+        Ok(Metrics {
+            requests: counter(REQUESTS_TOTAL, "Requests by route, backend, model and HTTP status", &["route", "backend", "model", "status"])?,
+            duration: hist_vec(REQUEST_DURATION, "Whole request duration, until the last byte", &["backend"])?,
+            ttft: hist_vec(TTFT, "Time to first token (first body byte) of routed requests", &["backend"])?,
+            overhead: hist(OVERHEAD, "Time spent in the gateway itself: total minus the wait for the upstream", FAST_BUCKETS)?,
+            tokens: counter(TOKENS_TOTAL, "Tokens by backend, model and direction (input|output)", &["backend", "model", "direction"])?,
+            cost: fcounter(COST_USD_TOTAL, "Dollar cost at the policy's prices", &["backend", "model"])?,
+            savings: fcounter(SAVINGS_USD_TOTAL, "Cost avoided versus the policy's reference cloud model", &["backend", "model"])?,
+            triage_duration: hist(TRIAGE_DURATION, "Time to triage one request", FAST_BUCKETS)?,
+            triage_score: hist(TRIAGE_SCORE, "Triage score distribution", &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])?,
+            cache: counter(CACHE_REQUESTS_TOTAL, "Cache lookups by cache and result (hit|miss)", &["cache", "result"])?,
+            upstream_errors: counter(UPSTREAM_ERRORS_TOTAL, "Upstream failures by backend and kind", &["backend", "kind"])?,
+            local_queue_depth,
+            fallbacks: counter(FALLBACKS_TOTAL, "Fallbacks taken, by from/to target and reason", &["from", "to", "reason"])?,
+            registry,
+        })
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

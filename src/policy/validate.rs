@@ -1,0 +1,161 @@
+//! Cross-field checks on a parsed policy. Every message names the field and
+//! says how to fix it.
+
+use crate::config::{BackendConfig, Policy};
+use crate::policy::{Target, CATEGORIES};
+use std::collections::BTreeMap;
+
+pub fn validate(p: &Policy) -> Result<(), String> {
+    let mut errors = Vec::new();
+    if p.version != 1 {
+        errors.push(format!(
+            "`version`: {} is not supported; set `version: 1`",
+            p.version
+        ));
+    }
+    if p.backends.is_empty() {
+        errors.push("`backends`: no backend defined; add at least one (kind: openai or local)".into());
+    }
+    if p.server.max_body_bytes < 1024 {
+        errors.push("`server.max_body_bytes`: must be at least 1024".into());
+    }
+    // Every client-visible id (model names, aliases, route names) must be unique.
+    let mut ids: BTreeMap<String, String> = BTreeMap::new();
+    for name in p.routes.keys() {
+        ids.insert(name.clone(), format!("routes.{name}"));
+    }
+    for (bname, b) in &p.backends {
+        if bname.is_empty() || !bname.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            errors.push(format!(
+                "`backends.{bname}`: backend names use letters, digits, '-' and '_' only"
+            ));
+        }
+        check_backend(bname, b, &mut errors);
+        for (mname, m) in b.models() {
+            if m.input_per_mtok.is_sign_negative() || m.output_per_mtok.is_sign_negative() {
+                errors.push(format!(
+                    "`backends.{bname}.models.{mname}`: prices must be >= 0 (USD per million tokens)"
+                ));
+            }
+            for id in std::iter::once(mname).chain(m.aliases.iter()) {
+                let here = format!("backends.{bname}.models.{mname}");
+                if let Some(prev) = ids.insert(id.clone(), here.clone()) {
+                    errors.push(format!(
+                        "`{here}`: model id `{id}` is already used by `{prev}`; ids, aliases and route names must be unique"
+                    ));
+                }
+            }
+        }
+    }
+    let check_target = |field: &str, t: &str, errors: &mut Vec<String>| match Target::parse(t) {
+        Some(tg) if p.backends.get(&tg.backend).is_some_and(|b| b.models().contains_key(&tg.model)) => {}
+        _ => errors.push(format!(
+            "`{field}`: `{t}` is not a configured `backend/model`; use one of: {}",
+            all_targets(p).join(", ")
+        )),
+    };
+    match &p.reference_model {
+        Some(r) => check_target("reference_model", r, &mut errors),
+        None => {}
+    }
+    for (rname, r) in &p.routes {
+        if r.tiers.is_empty() {
+            errors.push(format!("`routes.{rname}.tiers`: add at least one tier"));
+        }
+        for (i, t) in r.tiers.iter().enumerate() {
+            let f = format!("routes.{rname}.tiers[{i}]");
+            check_target(&format!("{f}.target"), &t.target, &mut errors);
+            for (k, v) in [("min_score", t.min_score), ("max_score", t.max_score)] {
+                if let Some(v) = v {
+                    if !(0.0..=1.0).contains(&v) {
+                        errors.push(format!("`{f}.{k}`: {v} is outside [0, 1]"));
+                    }
+                }
+            }
+            if let (Some(lo), Some(hi)) = (t.min_score, t.max_score) {
+                if lo >= hi {
+                    errors.push(format!("`{f}`: min_score {lo} must be below max_score {hi}"));
+                }
+            }
+            for c in t.categories.iter().flatten() {
+                if !CATEGORIES.contains(&c.as_str()) {
+                    errors.push(format!(
+                        "`{f}.categories`: unknown category `{c}`; use one of: {}",
+                        CATEGORIES.join(", ")
+                    ));
+                }
+            }
+        }
+        if r.tiers.last().is_some_and(|t| !t.is_catch_all()) {
+            errors.push(format!(
+                "`routes.{rname}.tiers`: the last tier must have no conditions (no min_score, max_score or categories) so every request finds a target"
+            ));
+        }
+        for (i, f) in r.fallbacks.iter().enumerate() {
+            check_target(&format!("routes.{rname}.fallbacks[{i}]"), f, &mut errors);
+        }
+    }
+    for (from, tos) in &p.fallbacks {
+        check_target(&format!("fallbacks.{from}"), from, &mut errors);
+        for (i, t) in tos.iter().enumerate() {
+            check_target(&format!("fallbacks.{from}[{i}]"), t, &mut errors);
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("\n"))
+    }
+}
+
+fn check_backend(bname: &str, b: &BackendConfig, errors: &mut Vec<String>) {
+    match b {
+        BackendConfig::Openai(c) => {
+            if c.api_key_env.trim().is_empty() {
+                errors.push(format!(
+                    "`backends.{bname}.api_key_env`: name the environment variable that holds the API key, e.g. OPENAI_API_KEY"
+                ));
+            }
+            if c.base_url.is_none() && c.base_url_env.is_none() {
+                errors.push(format!(
+                    "`backends.{bname}`: set `base_url` (e.g. https://api.openai.com/v1) or `base_url_env`"
+                ));
+            }
+            if let Some(u) = &c.base_url {
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    errors.push(format!(
+                        "`backends.{bname}.base_url`: `{u}` must start with http:// or https://"
+                    ));
+                }
+            }
+            let t = &c.timeouts;
+            if t.connect_ms == 0 || t.first_byte_ms == 0 || t.idle_ms == 0 || t.total_ms == 0 {
+                errors.push(format!("`backends.{bname}.timeouts`: every timeout must be > 0 ms"));
+            }
+            if c.models.is_empty() {
+                errors.push(format!("`backends.{bname}.models`: list at least one model with its prices"));
+            }
+        }
+        BackendConfig::Local(c) => {
+            if c.gguf.trim().is_empty() {
+                errors.push(format!("`backends.{bname}.gguf`: give the path of a GGUF file"));
+            }
+            if c.models.len() != 1 {
+                errors.push(format!(
+                    "`backends.{bname}.models`: a local backend serves exactly one model (found {}); use `aliases` for more ids",
+                    c.models.len()
+                ));
+            }
+            if c.max_queue == 0 || c.max_batch == 0 {
+                errors.push(format!("`backends.{bname}`: max_queue and max_batch must be >= 1"));
+            }
+        }
+    }
+}
+
+fn all_targets(p: &Policy) -> Vec<String> {
+    p.backends
+        .iter()
+        .flat_map(|(b, c)| c.models().keys().map(move |m| format!("{b}/{m}")))
+        .collect()
+}

@@ -1,0 +1,98 @@
+//! AppState: everything a request needs, built once from a validated policy.
+
+use crate::backend::{local::LocalBackend, openai::OpenAiBackend, Backend};
+use crate::classifier::{features::FeatureTriage, Triage};
+use crate::config::{BackendConfig, ModelConfig, Policy, TriageKind};
+use crate::metrics::Metrics;
+use crate::policy::{ModelIndex, Target};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub struct AppState {
+    pub policy: Arc<Policy>,
+    pub index: ModelIndex,
+    pub triage: Arc<dyn Triage>,
+    pub backends: HashMap<String, Arc<Backend>>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Where the outside world comes in: environment lookups and the models dir.
+pub struct StateOptions {
+    pub env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    pub models_dir: PathBuf,
+}
+
+impl StateOptions {
+    /// The process environment and `$SLMGATE_MODELS_DIR` (default `./models`).
+    pub fn from_process() -> Self {
+        Self {
+            env: Box::new(|k| std::env::var(k).ok()),
+            models_dir: models_dir(),
+        }
+    }
+}
+
+/// `$SLMGATE_MODELS_DIR`, or `models/` in the working directory.
+pub fn models_dir() -> PathBuf {
+    std::env::var_os("SLMGATE_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("models"))
+}
+
+impl AppState {
+    /// Build backends (local models start loading in the background; `ready()`
+    /// says when they are done). Must run inside a tokio runtime.
+    pub fn new(policy: Policy, opts: StateOptions) -> Result<Arc<AppState>, String> {
+        let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
+        let mut backends = HashMap::new();
+        for (name, cfg) in &policy.backends {
+            let b = match cfg {
+                BackendConfig::Openai(c) => Backend::OpenAi(OpenAiBackend::new(name, c, &*opts.env)?),
+                BackendConfig::Local(c) => {
+                    Backend::Local(LocalBackend::start(name, c, &opts.models_dir, metrics.clone())?)
+                }
+            };
+            backends.insert(name.clone(), Arc::new(b));
+        }
+        let triage: Arc<dyn Triage> = match policy.triage.kind {
+            TriageKind::Features => Arc::new(FeatureTriage),
+        };
+        Ok(Arc::new(AppState {
+            index: ModelIndex::new(&policy),
+            policy: Arc::new(policy),
+            triage,
+            backends,
+            metrics,
+        }))
+    }
+
+    pub fn model_config(&self, t: &Target) -> Option<&ModelConfig> {
+        self.policy.backends.get(&t.backend)?.models().get(&t.model)
+    }
+
+    pub fn reference(&self) -> Option<&ModelConfig> {
+        let r = Target::parse(self.policy.reference_model.as_deref()?)?;
+        self.model_config(&r)
+    }
+
+    /// Ok once every local model has loaded; otherwise what is still pending.
+    pub fn ready(&self) -> Result<(), String> {
+        for (name, b) in &self.backends {
+            if let Backend::Local(l) = &**b {
+                l.ready().map_err(|e| format!("backend `{name}`: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait until local models are loaded (or one failed: then its error).
+    pub async fn wait_ready(&self) -> Result<(), String> {
+        for (name, b) in &self.backends {
+            if let Backend::Local(l) = &**b {
+                l.wait_loaded().await.map_err(|e| format!("backend `{name}`: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+}
