@@ -34,7 +34,10 @@ fn ensure_models(policy: &Policy, dir: &Path) -> Result<(), String> {
         }
     }
     if missing_fetchable {
-        eprintln!("slmgate: default models missing in {}; fetching them (one time)...", dir.display());
+        eprintln!(
+            "slmgate: default models missing in {}; fetching them (one time)...",
+            dir.display()
+        );
         crate::fetch::fetch_all(dir, false)?;
     }
     Ok(())
@@ -47,7 +50,10 @@ pub async fn serve(policy_path: Option<PathBuf>, listen: SocketAddr) -> Result<(
     let grace = Duration::from_secs(policy.server.shutdown_grace_secs);
     let state = AppState::new(policy, StateOptions::from_process())?;
     for (name, b) in &state.policy.backends {
-        let available = state.backends.get(name).map(|x| x.availability().map_err(|e| e.error.to_string()));
+        let available = state
+            .backends
+            .get(name)
+            .map(|x| x.availability().map_err(|e| e.error.to_string()));
         match available {
             Some(Err(why)) if b.kind() != "local" => tracing::warn!(backend = %name, "{why}"),
             _ => tracing::info!(backend = %name, kind = b.kind(), "backend configured"),

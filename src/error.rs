@@ -127,11 +127,15 @@ impl GatewayError {
             GatewayError::InvalidJson(_) => ("invalid_request_error", "invalid_json"),
             GatewayError::InvalidRequest { .. } => ("invalid_request_error", "invalid_request"),
             GatewayError::Unsupported(_) => ("invalid_request_error", "unsupported_parameter"),
-            GatewayError::UnsupportedMediaType(_) => ("invalid_request_error", "unsupported_media_type"),
+            GatewayError::UnsupportedMediaType(_) => {
+                ("invalid_request_error", "unsupported_media_type")
+            }
             GatewayError::PayloadTooLarge(_) => ("invalid_request_error", "payload_too_large"),
             GatewayError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
             GatewayError::NotFound { .. } => ("invalid_request_error", "unknown_url"),
-            GatewayError::MethodNotAllowed { .. } => ("invalid_request_error", "method_not_allowed"),
+            GatewayError::MethodNotAllowed { .. } => {
+                ("invalid_request_error", "method_not_allowed")
+            }
             GatewayError::QueueFull { .. } => ("rate_limit_error", "local_queue_full"),
             GatewayError::BackendUnavailable(_) => ("service_unavailable", "backend_unavailable"),
             GatewayError::UpstreamTimeout(_) => ("timeout_error", "upstream_timeout"),
@@ -165,8 +169,10 @@ impl IntoResponse for GatewayError {
         let mut resp = match &self {
             GatewayError::UpstreamClientError { body, .. } => {
                 let mut r = Response::new(axum::body::Body::from(body.clone()));
-                r.headers_mut()
-                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
                 r
             }
             _ => axum::Json(self.openai_body()).into_response(),

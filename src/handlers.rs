@@ -17,7 +17,10 @@ use std::time::Instant;
 type AppRef = State<Arc<AppState>>;
 
 /// Read the body up to the policy's limit.
-pub async fn read_body(state: &AppState, req: Request) -> Result<(http::request::Parts, Bytes), GatewayError> {
+pub async fn read_body(
+    state: &AppState,
+    req: Request,
+) -> Result<(http::request::Parts, Bytes), GatewayError> {
     let limit = state.policy.server.max_body_bytes;
     let (parts, body) = req.into_parts();
     if let Some(len) = parts
@@ -32,7 +35,10 @@ pub async fn read_body(state: &AppState, req: Request) -> Result<(http::request:
     }
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(c) => Ok((parts, c.to_bytes())),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
             Err(GatewayError::PayloadTooLarge(limit))
         }
         Err(e) => Err(GatewayError::InvalidRequest {
@@ -103,9 +109,18 @@ async fn chat_inner(
                 .observe(started.elapsed().as_secs_f64());
             let overhead = meter::observe_overhead(state, &routed, done.reply.upstream_wait);
             let mut r = Response::new(Body::from(bytes));
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            meter::headers(state, r.headers_mut(), &routed, Some(cost), overhead, &done.fallbacks);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            meter::headers(
+                state,
+                r.headers_mut(),
+                &routed,
+                Some(cost),
+                overhead,
+                &done.fallbacks,
+            );
             r
         }
         ReplyBody::Stream { events, usage } => {
@@ -114,8 +129,10 @@ async fn chat_inner(
             meter::headers(state, &mut h, &routed, None, overhead, &done.fallbacks);
             let body = meter::metered_stream(state.clone(), routed, events, usage);
             let mut r = Response::new(Body::from_stream(body));
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
             r.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             r.headers_mut().extend(h);
@@ -129,12 +146,16 @@ async fn chat_inner(
 pub async fn models(State(state): AppRef) -> Response {
     let mut data = Vec::new();
     for name in state.policy.routes.keys() {
-        data.push(serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": "slmgate"}));
+        data.push(
+            serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": "slmgate"}),
+        );
     }
     for (b, cfg) in &state.policy.backends {
         for (m, mc) in cfg.models() {
             for id in std::iter::once(m).chain(mc.aliases.iter()) {
-                data.push(serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": b}));
+                data.push(
+                    serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": b}),
+                );
             }
         }
     }

@@ -4,7 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "slmgate", version, about = "Cost-aware LLM/SLM routing gateway")]
+#[command(
+    name = "slmgate",
+    version,
+    about = "Cost-aware LLM/SLM routing gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -46,13 +50,18 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Serve { policy, listen } => {
             slmgate::telemetry::init();
-            match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt.block_on(slmgate::cli::serve(policy, listen)),
                 Err(e) => Err(format!("cannot start the runtime: {e}")),
             }
         }
         Cmd::Check { policy } => slmgate::cli::check(&policy).map(|msg| println!("{msg}")),
-        Cmd::Models { cmd: ModelsCmd::Fetch { dir } } => slmgate::cli::models_fetch(dir),
+        Cmd::Models {
+            cmd: ModelsCmd::Fetch { dir },
+        } => slmgate::cli::models_fetch(dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,8 +4,8 @@
 //! classes, error kinds — never raw messages or prompts.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-    CounterVec,
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 pub const REQUESTS_TOTAL: &str = "slmgate_requests_total";
@@ -49,42 +49,97 @@ const FAST_BUCKETS: &[f64] = &[
 impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
-        let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        };
-        let fcounter = |name: &str, help: &str, labels: &[&str]| -> Result<CounterVec, prometheus::Error> {
-            let c = CounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        };
-        let hist = |name: &str, help: &str, buckets: &[f64]| -> Result<Histogram, prometheus::Error> {
-            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))?;
-            registry.register(Box::new(h.clone()))?;
-            Ok(h)
-        };
-        let hist_vec = |name: &str, help: &str, labels: &[&str]| -> Result<HistogramVec, prometheus::Error> {
-            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), labels)?;
-            registry.register(Box::new(h.clone()))?;
-            Ok(h)
-        };
-        let local_queue_depth = IntGauge::new(LOCAL_QUEUE_DEPTH, "Requests admitted to the local model (running + waiting)")?;
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let fcounter =
+            |name: &str, help: &str, labels: &[&str]| -> Result<CounterVec, prometheus::Error> {
+                let c = CounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let hist =
+            |name: &str, help: &str, buckets: &[f64]| -> Result<Histogram, prometheus::Error> {
+                let h =
+                    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))?;
+                registry.register(Box::new(h.clone()))?;
+                Ok(h)
+            };
+        let hist_vec =
+            |name: &str, help: &str, labels: &[&str]| -> Result<HistogramVec, prometheus::Error> {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                    labels,
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                Ok(h)
+            };
+        let local_queue_depth = IntGauge::new(
+            LOCAL_QUEUE_DEPTH,
+            "Requests admitted to the local model (running + waiting)",
+        )?;
         registry.register(Box::new(local_queue_depth.clone()))?;
         Ok(Metrics {
-            requests: counter(REQUESTS_TOTAL, "Requests by route, backend, model and HTTP status", &["route", "backend", "model", "status"])?,
-            duration: hist_vec(REQUEST_DURATION, "Whole request duration, until the last byte", &["backend"])?,
-            ttft: hist_vec(TTFT, "Time to first token (first body byte) of routed requests", &["backend"])?,
-            overhead: hist(OVERHEAD, "Time spent in the gateway itself: total minus the wait for the upstream", FAST_BUCKETS)?,
-            tokens: counter(TOKENS_TOTAL, "Tokens by backend, model and direction (input|output)", &["backend", "model", "direction"])?,
-            cost: fcounter(COST_USD_TOTAL, "Dollar cost at the policy's prices", &["backend", "model"])?,
-            savings: fcounter(SAVINGS_USD_TOTAL, "Cost avoided versus the policy's reference cloud model", &["backend", "model"])?,
+            requests: counter(
+                REQUESTS_TOTAL,
+                "Requests by route, backend, model and HTTP status",
+                &["route", "backend", "model", "status"],
+            )?,
+            duration: hist_vec(
+                REQUEST_DURATION,
+                "Whole request duration, until the last byte",
+                &["backend"],
+            )?,
+            ttft: hist_vec(
+                TTFT,
+                "Time to first token (first body byte) of routed requests",
+                &["backend"],
+            )?,
+            overhead: hist(
+                OVERHEAD,
+                "Time spent in the gateway itself: total minus the wait for the upstream",
+                FAST_BUCKETS,
+            )?,
+            tokens: counter(
+                TOKENS_TOTAL,
+                "Tokens by backend, model and direction (input|output)",
+                &["backend", "model", "direction"],
+            )?,
+            cost: fcounter(
+                COST_USD_TOTAL,
+                "Dollar cost at the policy's prices",
+                &["backend", "model"],
+            )?,
+            savings: fcounter(
+                SAVINGS_USD_TOTAL,
+                "Cost avoided versus the policy's reference cloud model",
+                &["backend", "model"],
+            )?,
             triage_duration: hist(TRIAGE_DURATION, "Time to triage one request", FAST_BUCKETS)?,
-            triage_score: hist(TRIAGE_SCORE, "Triage score distribution", &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])?,
-            cache: counter(CACHE_REQUESTS_TOTAL, "Cache lookups by cache and result (hit|miss)", &["cache", "result"])?,
-            upstream_errors: counter(UPSTREAM_ERRORS_TOTAL, "Upstream failures by backend and kind", &["backend", "kind"])?,
+            triage_score: hist(
+                TRIAGE_SCORE,
+                "Triage score distribution",
+                &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+            )?,
+            cache: counter(
+                CACHE_REQUESTS_TOTAL,
+                "Cache lookups by cache and result (hit|miss)",
+                &["cache", "result"],
+            )?,
+            upstream_errors: counter(
+                UPSTREAM_ERRORS_TOTAL,
+                "Upstream failures by backend and kind",
+                &["backend", "kind"],
+            )?,
             local_queue_depth,
-            fallbacks: counter(FALLBACKS_TOTAL, "Fallbacks taken, by from/to target and reason", &["from", "to", "reason"])?,
+            fallbacks: counter(
+                FALLBACKS_TOTAL,
+                "Fallbacks taken, by from/to target and reason",
+                &["from", "to", "reason"],
+            )?,
             registry,
         })
     }

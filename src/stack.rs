@@ -17,9 +17,12 @@ pub fn wrap(router: Router) -> Router {
             .layer(axum::middleware::from_fn(access_log))
             // A panic anywhere below becomes an OpenAI-shaped 500, never a
             // dropped connection; it is then logged once by access_log.
-            .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
-                GatewayError::Internal("internal error (panic); see the gateway log".into()).into_response()
-            })),
+            .layer(CatchPanicLayer::custom(
+                |_: Box<dyn std::any::Any + Send>| {
+                    GatewayError::Internal("internal error (panic); see the gateway log".into())
+                        .into_response()
+                },
+            )),
     )
 }
 
@@ -30,7 +33,13 @@ async fn access_log(req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     let status = resp.status().as_u16();
     let ms = started.elapsed().as_secs_f64() * 1000.0;
-    let h = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let h = |n: &str| {
+        resp.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
     if let Some(e) = resp.extensions().get::<crate::error::LoggedError>() {
         tracing::warn!(%method, %path, status, ms, kind = e.0.as_str(), error = %e.1, "request failed");
     } else if path != "/metrics" && path != "/healthz" && path != "/readyz" {

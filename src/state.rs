@@ -17,9 +17,12 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
 }
 
+/// Looks up an environment variable (injected so tests need not touch the process env).
+pub type EnvLookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// Where the outside world comes in: environment lookups and the models dir.
 pub struct StateOptions {
-    pub env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    pub env: EnvLookup,
     pub models_dir: PathBuf,
 }
 
@@ -48,10 +51,15 @@ impl AppState {
         let mut backends = HashMap::new();
         for (name, cfg) in &policy.backends {
             let b = match cfg {
-                BackendConfig::Openai(c) => Backend::OpenAi(OpenAiBackend::new(name, c, &*opts.env)?),
-                BackendConfig::Local(c) => {
-                    Backend::Local(LocalBackend::start(name, c, &opts.models_dir, metrics.clone())?)
+                BackendConfig::Openai(c) => {
+                    Backend::OpenAi(OpenAiBackend::new(name, c, &*opts.env)?)
                 }
+                BackendConfig::Local(c) => Backend::Local(LocalBackend::start(
+                    name,
+                    c,
+                    &opts.models_dir,
+                    metrics.clone(),
+                )?),
             };
             backends.insert(name.clone(), Arc::new(b));
         }
@@ -90,7 +98,9 @@ impl AppState {
     pub async fn wait_ready(&self) -> Result<(), String> {
         for (name, b) in &self.backends {
             if let Backend::Local(l) = &**b {
-                l.wait_loaded().await.map_err(|e| format!("backend `{name}`: {e}"))?;
+                l.wait_loaded()
+                    .await
+                    .map_err(|e| format!("backend `{name}`: {e}"))?;
             }
         }
         Ok(())

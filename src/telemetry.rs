@@ -6,7 +6,9 @@ pub fn init() {
     let filter = EnvFilter::try_from_env("SLMGATE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info,mistralrs_core=warn,mistralrs=warn,candle=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let res = if std::env::var("SLMGATE_LOG_FORMAT").is_ok_and(|v| v == "json") {
         builder.json().try_init()
     } else {

@@ -10,20 +10,39 @@ const BIN: &str = env!("CARGO_BIN_EXE_slmgate");
 
 #[test]
 fn check_validates_policies() {
-    let ok = Command::new(BIN).args(["check", "--policy", "policies/default.yaml"]).output().unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ok = Command::new(BIN)
+        .args(["check", "--policy", "policies/default.yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("ok"));
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
-    let text = std::fs::read_to_string("policies/default.yaml").unwrap().replace("target: openai/gpt-4o-mini", "target: openai/gpt-9");
+    let text = std::fs::read_to_string("policies/default.yaml")
+        .unwrap()
+        .replace("target: openai/gpt-4o-mini", "target: openai/gpt-9");
     std::fs::write(&bad, text).unwrap();
-    let out = Command::new(BIN).args(["check", "--policy"]).arg(&bad).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--policy"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("routes.auto.tiers[1].target") && err.contains("openai/gpt-4o-mini"), "{err}");
+    assert!(
+        err.contains("routes.auto.tiers[1].target") && err.contains("openai/gpt-4o-mini"),
+        "{err}"
+    );
 
-    let out = Command::new(BIN).args(["check", "--policy", "/nonexistent.yaml"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--policy", "/nonexistent.yaml"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
 }
 
@@ -33,19 +52,32 @@ async fn slow_upstream() -> u16 {
     let port = l.local_addr().unwrap().port();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 65536];
                 let mut got = Vec::new();
                 // Read the head and the body (Content-Length).
                 loop {
                     let n = s.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 { return; }
+                    if n == 0 {
+                        return;
+                    }
                     got.extend_from_slice(&buf[..n]);
                     let text = String::from_utf8_lossy(&got).to_string();
                     if let Some(end) = text.find("\r\n\r\n") {
-                        let len = text.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0))).unwrap_or(0);
-                        if got.len() >= end + 4 + len { break; }
+                        let len = text
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if got.len() >= end + 4 + len {
+                            break;
+                        }
                     }
                 }
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n").await;
@@ -53,7 +85,9 @@ async fn slow_upstream() -> u16 {
                 events.push("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":6}}\n\n".into());
                 events.push("data: [DONE]\n\n".into());
                 for e in events {
-                    let _ = s.write_all(format!("{:x}\r\n{e}\r\n", e.len()).as_bytes()).await;
+                    let _ = s
+                        .write_all(format!("{:x}\r\n{e}\r\n", e.len()).as_bytes())
+                        .await;
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 let _ = s.write_all(b"0\r\n\r\n").await;
@@ -64,7 +98,11 @@ async fn slow_upstream() -> u16 {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,7 +110,10 @@ async fn sigterm_drains_in_flight_streams_and_refuses_new_connections() {
     let up = slow_upstream().await;
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("p.yaml");
-    std::fs::write(&policy, format!(r#"
+    std::fs::write(
+        &policy,
+        format!(
+            r#"
 version: 1
 server: {{ shutdown_grace_secs: 20 }}
 backends:
@@ -85,10 +126,15 @@ backends:
 routes:
   auto:
     tiers: [{{ name: all, target: up/m }}]
-"#)).unwrap();
+"#
+        ),
+    )
+    .unwrap();
     let port = free_port();
     let mut child = Command::new(BIN)
-        .args(["serve", "--policy"]).arg(&policy).args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["serve", "--policy"])
+        .arg(&policy)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
         .env("SLOW_KEY", "k")
         .stderr(Stdio::piped())
         .spawn()
@@ -96,8 +142,17 @@ routes:
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let t0 = Instant::now();
-    while client.get(format!("{base}/readyz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
-        assert!(t0.elapsed() < Duration::from_secs(20), "gateway did not become ready");
+    while client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "gateway did not become ready"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut resp = client.post(format!("{base}/v1/chat/completions"))
@@ -106,12 +161,24 @@ routes:
     assert_eq!(resp.status(), 200);
     let first = resp.chunk().await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&first).contains("p0"));
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
     // New connections are refused soon after the signal...
     let t0 = Instant::now();
     loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() { break; }
-        assert!(t0.elapsed() < Duration::from_secs(3), "listener still accepting after SIGTERM");
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "listener still accepting after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // ...while the in-flight stream runs to its end.
@@ -119,7 +186,10 @@ routes:
     while let Some(c) = resp.chunk().await.unwrap() {
         rest += &String::from_utf8_lossy(&c);
     }
-    assert!(rest.contains("p5") && rest.trim_end().ends_with("data: [DONE]"), "{rest}");
+    assert!(
+        rest.contains("p5") && rest.trim_end().ends_with("data: [DONE]"),
+        "{rest}"
+    );
     assert!(!rest.contains("usage"), "usage chunk stripped: {rest}");
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");

@@ -55,7 +55,10 @@ async fn mock() -> MockServer {
 
 fn app_for(server: &MockServer) -> axum::Router {
     let url = format!("{}/v1", server.uri());
-    slmgate::app(state(&policy(""), &[("TEST_OPENAI_KEY", SECRET), ("TEST_OPENAI_URL", &url)]))
+    slmgate::app(state(
+        &policy(""),
+        &[("TEST_OPENAI_KEY", SECRET), ("TEST_OPENAI_URL", &url)],
+    ))
 }
 
 #[tokio::test]
@@ -80,7 +83,10 @@ async fn non_streamed_passes_through_with_headers_and_cost() {
     assert_eq!(r.status, 200, "{}", r.body);
     let v = r.json();
     assert_eq!(v["choices"][0]["message"]["content"], "hi there");
-    assert_eq!(v["model"], "gpt-4o-mini-2024", "the upstream's shape, model = what answered");
+    assert_eq!(
+        v["model"], "gpt-4o-mini-2024",
+        "the upstream's shape, model = what answered"
+    );
     assert_eq!(r.header("x-slmgate-backend"), "openai");
     assert_eq!(r.header("x-slmgate-model"), "gpt-4o-mini");
     assert_eq!(r.header("x-slmgate-route"), "direct");
@@ -90,12 +96,19 @@ async fn non_streamed_passes_through_with_headers_and_cost() {
     assert!((0.0..=1.0).contains(&score));
     let overhead: f64 = r.header("x-slmgate-overhead-ms").parse().unwrap();
     assert!(overhead >= 0.0);
-    let m = send(&app, Request::get("/metrics").body(Body::empty()).unwrap()).await.body;
+    let m = send(&app, Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .body;
     assert!(m.contains(r#"slmgate_requests_total{backend="openai",model="gpt-4o-mini",route="direct",status="200"} 1"#), "{m}");
-    assert!(m.contains(r#"slmgate_tokens_total{backend="openai",direction="output",model="gpt-4o-mini"} 500"#));
+    assert!(m.contains(
+        r#"slmgate_tokens_total{backend="openai",direction="output",model="gpt-4o-mini"} 500"#
+    ));
     assert!(m.contains(r#"slmgate_cost_usd_total{backend="openai",model="gpt-4o-mini"} 0.00045"#));
     // gpt-4o reference: 1000*2.5/1e6 + 500*10/1e6 = 0.0075; saved 0.0075 - 0.00045
-    assert!(m.contains(r#"slmgate_savings_usd_total{backend="openai",model="gpt-4o-mini"} 0.00705"#), "{m}");
+    assert!(
+        m.contains(r#"slmgate_savings_usd_total{backend="openai",model="gpt-4o-mini"} 0.00705"#),
+        "{m}"
+    );
     assert!(m.contains("slmgate_overhead_seconds_count 1"));
     assert!(!m.contains(SECRET));
 }
@@ -104,7 +117,9 @@ async fn non_streamed_passes_through_with_headers_and_cost() {
 async fn upstream_name_and_auto_tiers() {
     let server = mock().await;
     Mock::given(body_partial_json(json!({"model": "gpt-4o-2024-08-06"})))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completion("gpt-4o-2024-08-06", "big")))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(completion("gpt-4o-2024-08-06", "big")),
+        )
         .mount(&server)
         .await;
     Mock::given(body_partial_json(json!({"model": "gpt-4o-mini"})))
@@ -112,13 +127,26 @@ async fn upstream_name_and_auto_tiers() {
         .mount(&server)
         .await;
     let app = app_for(&server);
-    let r = send(&app, post_json("/v1/chat/completions", &chat("auto", "What is the capital of Japan?"))).await;
+    let r = send(
+        &app,
+        post_json(
+            "/v1/chat/completions",
+            &chat("auto", "What is the capital of Japan?"),
+        ),
+    )
+    .await;
     assert_eq!(r.header("x-slmgate-route"), "auto:simple");
     assert_eq!(r.json()["choices"][0]["message"]["content"], "small");
-    let hard = "Prove step by step that there are infinitely many primes, then implement an algorithm \
+    let hard =
+        "Prove step by step that there are infinitely many primes, then implement an algorithm \
                 in Rust that verifies it and analyze its complexity in detail.";
     let r = send(&app, post_json("/v1/chat/completions", &chat("auto", hard))).await;
-    assert_eq!(r.header("x-slmgate-route"), "auto:hard", "{}", r.header("x-slmgate-triage-score"));
+    assert_eq!(
+        r.header("x-slmgate-route"),
+        "auto:hard",
+        "{}",
+        r.header("x-slmgate-triage-score")
+    );
     assert_eq!(r.header("x-slmgate-model"), "gpt-4o");
     assert_eq!(r.json()["choices"][0]["message"]["content"], "big");
 }
@@ -139,11 +167,17 @@ fn sse_body(with_usage: bool) -> String {
 #[tokio::test]
 async fn streams_strip_usage_unless_asked_and_meter_it() {
     let server = mock().await;
-    Mock::given(body_partial_json(json!({"stream": true, "stream_options": {"include_usage": true}})))
-        .respond_with(ResponseTemplate::new(200).insert_header("content-type", "text/event-stream").set_body_string(sse_body(true)))
-        .expect(2)
-        .mount(&server)
-        .await;
+    Mock::given(body_partial_json(
+        json!({"stream": true, "stream_options": {"include_usage": true}}),
+    ))
+    .respond_with(
+        ResponseTemplate::new(200)
+            .insert_header("content-type", "text/event-stream")
+            .set_body_string(sse_body(true)),
+    )
+    .expect(2)
+    .mount(&server)
+    .await;
     let app = app_for(&server);
     let mut body = chat("gpt-4o-mini", "hello");
     body["stream"] = json!(true);
@@ -153,20 +187,43 @@ async fn streams_strip_usage_unless_asked_and_meter_it() {
     assert_eq!(r.header("x-slmgate-backend"), "openai");
     let data = r.sse_data();
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
-    let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
-    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
     assert_eq!(text, "Hello!");
-    assert!(chunks.iter().all(|c| !c["choices"].as_array().unwrap().is_empty()), "usage chunk stripped");
-    assert!(chunks.iter().all(|c| c.get("usage").is_none_or(Value::is_null)));
+    assert!(
+        chunks
+            .iter()
+            .all(|c| !c["choices"].as_array().unwrap().is_empty()),
+        "usage chunk stripped"
+    );
+    assert!(chunks
+        .iter()
+        .all(|c| c.get("usage").is_none_or(Value::is_null)));
 
     body["stream_options"] = json!({"include_usage": true});
     let r = send(&app, post_json("/v1/chat/completions", &body)).await;
     let data = r.sse_data();
     let usage: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
     assert_eq!(usage["usage"]["completion_tokens"], 3);
-    let m = send(&app, Request::get("/metrics").body(Body::empty()).unwrap()).await.body;
-    assert!(m.contains(r#"slmgate_tokens_total{backend="openai",direction="input",model="gpt-4o-mini"} 20"#), "{m}");
-    assert!(m.contains("slmgate_ttft_seconds_count{backend=\"openai\"} 2"), "{m}");
+    let m = send(&app, Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .body;
+    assert!(
+        m.contains(
+            r#"slmgate_tokens_total{backend="openai",direction="input",model="gpt-4o-mini"} 20"#
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains("slmgate_ttft_seconds_count{backend=\"openai\"} 2"),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -180,11 +237,17 @@ async fn retries_5xx_then_succeeds() {
         .mount(&server)
         .await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completion("gpt-4o-mini", "third time")))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(completion("gpt-4o-mini", "third time")),
+        )
         .expect(1)
         .mount(&server)
         .await;
-    let r = send(&app_for(&server), post_json("/v1/chat/completions", &chat("gpt-4o-mini", "x"))).await;
+    let r = send(
+        &app_for(&server),
+        post_json("/v1/chat/completions", &chat("gpt-4o-mini", "x")),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.header("x-slmgate-fallback").is_empty());
 }
@@ -198,17 +261,32 @@ async fn failing_target_falls_back_with_header_and_metric() {
         .mount(&server)
         .await;
     Mock::given(body_partial_json(json!({"model": "gpt-4o-mini"})))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completion("gpt-4o-mini", "fallback answer")))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(completion("gpt-4o-mini", "fallback answer")),
+        )
         .mount(&server)
         .await;
     let app = app_for(&server);
-    let r = send(&app, post_json("/v1/chat/completions", &chat("gpt-4o", "x"))).await;
+    let r = send(
+        &app,
+        post_json("/v1/chat/completions", &chat("gpt-4o", "x")),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("x-slmgate-model"), "gpt-4o-mini");
-    assert!(r.header("x-slmgate-fallback").starts_with("openai/gpt-4o -> openai/gpt-4o-mini: upstream_status"), "{}", r.header("x-slmgate-fallback"));
-    let m = send(&app, Request::get("/metrics").body(Body::empty()).unwrap()).await.body;
+    assert!(
+        r.header("x-slmgate-fallback")
+            .starts_with("openai/gpt-4o -> openai/gpt-4o-mini: upstream_status"),
+        "{}",
+        r.header("x-slmgate-fallback")
+    );
+    let m = send(&app, Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .body;
     assert!(m.contains(r#"slmgate_fallbacks_total{from="openai/gpt-4o",reason="upstream_status",to="openai/gpt-4o-mini"} 1"#), "{m}");
-    assert!(m.contains(r#"slmgate_upstream_errors_total{backend="openai",kind="upstream_status"} 1"#));
+    assert!(
+        m.contains(r#"slmgate_upstream_errors_total{backend="openai",kind="upstream_status"} 1"#)
+    );
 }
 
 #[tokio::test]
@@ -216,20 +294,36 @@ async fn upstream_errors_map_to_gateway_statuses() {
     // 4xx about the client's request: passed through, no retry, no fallback.
     let server = mock().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {"message": "bad tool schema", "type": "invalid_request_error"}})))
+        .respond_with(ResponseTemplate::new(400).set_body_json(
+            json!({"error": {"message": "bad tool schema", "type": "invalid_request_error"}}),
+        ))
         .expect(1)
         .mount(&server)
         .await;
-    let r = send(&app_for(&server), post_json("/v1/chat/completions", &chat("gpt-4o", "x"))).await;
+    let r = send(
+        &app_for(&server),
+        post_json("/v1/chat/completions", &chat("gpt-4o", "x")),
+    )
+    .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["message"], "bad tool schema");
 
     // 5xx on every attempt of every target: 502.
     let server = mock().await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(502)).mount(&server).await;
-    let r = send(&app_for(&server), post_json("/v1/chat/completions", &chat("gpt-4o-mini", "x"))).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(502))
+        .mount(&server)
+        .await;
+    let r = send(
+        &app_for(&server),
+        post_json("/v1/chat/completions", &chat("gpt-4o-mini", "x")),
+    )
+    .await;
     assert_eq!(r.status, 502, "{}", r.body);
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("after 3 attempt"));
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("after 3 attempt"));
 
     // No response head within first_byte_ms: 504.
     let server = mock().await;
@@ -237,29 +331,69 @@ async fn upstream_errors_map_to_gateway_statuses() {
         .respond_with(ResponseTemplate::new(200).set_delay(std::time::Duration::from_secs(3)))
         .mount(&server)
         .await;
-    let r = send(&app_for(&server), post_json("/v1/chat/completions", &chat("gpt-4o-mini", "x"))).await;
+    let r = send(
+        &app_for(&server),
+        post_json("/v1/chat/completions", &chat("gpt-4o-mini", "x")),
+    )
+    .await;
     assert_eq!(r.status, 504, "{}", r.body);
 
     // Nothing listening: connect errors are retried, then 502.
-    let app = slmgate::app(state(&policy(""), &[("TEST_OPENAI_KEY", SECRET), ("TEST_OPENAI_URL", "http://127.0.0.1:9/v1")]));
-    let r = send(&app, post_json("/v1/chat/completions", &chat("gpt-4o-mini", "x"))).await;
+    let app = slmgate::app(state(
+        &policy(""),
+        &[
+            ("TEST_OPENAI_KEY", SECRET),
+            ("TEST_OPENAI_URL", "http://127.0.0.1:9/v1"),
+        ],
+    ));
+    let r = send(
+        &app,
+        post_json("/v1/chat/completions", &chat("gpt-4o-mini", "x")),
+    )
+    .await;
     assert_eq!(r.status, 502, "{}", r.body);
-    assert!(!r.body.contains(SECRET) && !r.body.contains("127.0.0.1"), "{}", r.body);
+    assert!(
+        !r.body.contains(SECRET) && !r.body.contains("127.0.0.1"),
+        "{}",
+        r.body
+    );
 
     // The gateway's key rejected: 502 naming the env var, never the key.
     let server = mock().await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(401)).mount(&server).await;
-    let r = send(&app_for(&server), post_json("/v1/chat/completions", &chat("gpt-4o-mini", "x"))).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(401))
+        .mount(&server)
+        .await;
+    let r = send(
+        &app_for(&server),
+        post_json("/v1/chat/completions", &chat("gpt-4o-mini", "x")),
+    )
+    .await;
     assert_eq!(r.status, 502);
-    assert!(r.body.contains("TEST_OPENAI_KEY") && !r.body.contains(SECRET), "{}", r.body);
+    assert!(
+        r.body.contains("TEST_OPENAI_KEY") && !r.body.contains(SECRET),
+        "{}",
+        r.body
+    );
 }
 
 #[tokio::test]
 async fn missing_key_is_503_naming_the_env_var() {
     let app = slmgate::app(state(&policy(""), &[]));
-    let r = send(&app, post_json("/v1/chat/completions", &chat("gpt-4o-mini", "x"))).await;
+    let r = send(
+        &app,
+        post_json("/v1/chat/completions", &chat("gpt-4o-mini", "x")),
+    )
+    .await;
     assert_eq!(r.status, 503);
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("TEST_OPENAI_KEY"), "{}", r.body);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("TEST_OPENAI_KEY"),
+        "{}",
+        r.body
+    );
     // Health is unaffected: the gateway runs with an unavailable backend.
     let r = send(&app, Request::get("/readyz").body(Body::empty()).unwrap()).await;
     assert_eq!(r.status, 200);
@@ -277,32 +411,92 @@ async fn unavailable_backend_falls_back_to_another_backend() {
         "  second:\n    kind: openai\n    api_key_env: SECOND_KEY\n    base_url: {}/v1\n    models:\n      m2: {{ input_per_mtok: 1, output_per_mtok: 1 }}\n",
         server.uri()
     );
-    let yaml = policy(&second).replace("fallbacks: [openai/gpt-4o-mini]", "fallbacks: [openai/gpt-4o-mini, second/m2]");
+    let yaml = policy(&second).replace(
+        "fallbacks: [openai/gpt-4o-mini]",
+        "fallbacks: [openai/gpt-4o-mini, second/m2]",
+    );
     let app = slmgate::app(state(&yaml, &[("SECOND_KEY", "other-key")]));
     let r = send(&app, post_json("/v1/chat/completions", &chat("auto", "hi"))).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("x-slmgate-backend"), "second");
-    assert!(r.header("x-slmgate-fallback").contains("TEST_OPENAI_KEY"), "{}", r.header("x-slmgate-fallback"));
+    assert!(
+        r.header("x-slmgate-fallback").contains("TEST_OPENAI_KEY"),
+        "{}",
+        r.header("x-slmgate-fallback")
+    );
 }
 
 #[tokio::test]
 async fn bad_inputs_get_openai_errors() {
     let app = slmgate::app(state(&policy(""), &[("TEST_OPENAI_KEY", SECRET)]));
     let post = |ct: &str, body: &str| {
-        Request::post("/v1/chat/completions").header("content-type", ct).body(Body::from(body.to_string())).unwrap()
+        Request::post("/v1/chat/completions")
+            .header("content-type", ct)
+            .body(Body::from(body.to_string()))
+            .unwrap()
     };
     let cases: Vec<(Request<Body>, u16, &str)> = vec![
         (post("application/json", "{not json"), 400, "invalid_json"),
         (post("application/json", "[]"), 400, "invalid_request"),
-        (post("application/json", r#"{"model":"gpt-4o"}"#), 400, "invalid_request"),
-        (post("application/json", r#"{"model":"gpt-4o","messages":"hi"}"#), 400, "invalid_request"),
-        (post("application/json", r#"{"model":"gpt-4o","messages":[{"role":"user","content":"x"}],"max_tokens":"many"}"#), 400, "invalid_request"),
-        (post("application/json", r#"{"model":"nope","messages":[{"role":"user","content":"x"}]}"#), 404, "model_not_found"),
-        (post("text/plain", r#"{"model":"gpt-4o","messages":[]}"#), 415, "unsupported_media_type"),
-        (post("application/json", &format!(r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(5000))), 413, "payload_too_large"),
-        (Request::get("/v1/nothing").body(Body::empty()).unwrap(), 404, "unknown_url"),
-        (Request::get("/v1/chat/completions").body(Body::empty()).unwrap(), 405, "method_not_allowed"),
-        (Request::delete("/v1/models").body(Body::empty()).unwrap(), 405, "method_not_allowed"),
+        (
+            post("application/json", r#"{"model":"gpt-4o"}"#),
+            400,
+            "invalid_request",
+        ),
+        (
+            post("application/json", r#"{"model":"gpt-4o","messages":"hi"}"#),
+            400,
+            "invalid_request",
+        ),
+        (
+            post(
+                "application/json",
+                r#"{"model":"gpt-4o","messages":[{"role":"user","content":"x"}],"max_tokens":"many"}"#,
+            ),
+            400,
+            "invalid_request",
+        ),
+        (
+            post(
+                "application/json",
+                r#"{"model":"nope","messages":[{"role":"user","content":"x"}]}"#,
+            ),
+            404,
+            "model_not_found",
+        ),
+        (
+            post("text/plain", r#"{"model":"gpt-4o","messages":[]}"#),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            post(
+                "application/json",
+                &format!(
+                    r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"{}"}}]}}"#,
+                    "x".repeat(5000)
+                ),
+            ),
+            413,
+            "payload_too_large",
+        ),
+        (
+            Request::get("/v1/nothing").body(Body::empty()).unwrap(),
+            404,
+            "unknown_url",
+        ),
+        (
+            Request::get("/v1/chat/completions")
+                .body(Body::empty())
+                .unwrap(),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            Request::delete("/v1/models").body(Body::empty()).unwrap(),
+            405,
+            "method_not_allowed",
+        ),
     ];
     for (req, status, code) in cases {
         let what = format!("{} {}", req.method(), req.uri());
@@ -310,22 +504,41 @@ async fn bad_inputs_get_openai_errors() {
         assert_eq!(r.status, status, "{what}: {}", r.body);
         let v = r.json();
         assert_eq!(v["error"]["code"], code, "{what}: {}", r.body);
-        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
         assert!(v["error"]["type"].is_string());
     }
     let r = send(&app, post_json("/v1/chat/completions", &chat("nope", "x"))).await;
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("`nope`"));
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("`nope`"));
 }
 
 #[tokio::test]
 async fn models_health_and_metrics_endpoints() {
     let app = slmgate::app(state(&policy(""), &[]));
-    let r = send(&app, Request::get("/v1/models").body(Body::empty()).unwrap()).await;
-    let ids: Vec<String> = r.json()["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+    let r = send(
+        &app,
+        Request::get("/v1/models").body(Body::empty()).unwrap(),
+    )
+    .await;
+    let ids: Vec<String> = r.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
     for id in ["auto", "gpt-4o-mini", "gpt-4o"] {
         assert!(ids.contains(&id.to_string()), "{ids:?}");
     }
-    assert_eq!(send(&app, Request::get("/healthz").body(Body::empty()).unwrap()).await.status, 200);
+    assert_eq!(
+        send(&app, Request::get("/healthz").body(Body::empty()).unwrap())
+            .await
+            .status,
+        200
+    );
     let m = send(&app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
     assert!(m.header("content-type").starts_with("text/plain"));
     assert!(m.body.contains("slmgate_local_queue_depth 0"), "{}", m.body);
@@ -334,25 +547,57 @@ async fn models_health_and_metrics_endpoints() {
 #[test]
 fn shipped_policies_load_and_check_catches_mistakes() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    for name in ["default.yaml", "cost-saver.yaml", "quality-first.yaml", "privacy-first.yaml"] {
-        let p = slmgate::config::Policy::from_file(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    for name in [
+        "default.yaml",
+        "cost-saver.yaml",
+        "quality-first.yaml",
+        "privacy-first.yaml",
+    ] {
+        let p = slmgate::config::Policy::from_file(&dir.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(p.routes.contains_key("auto"), "{name}");
     }
     let default = slmgate::config::Policy::embedded_default().unwrap();
-    let slmgate::config::BackendConfig::Openai(o) = &default.backends["openai"] else { panic!("openai backend") };
+    let slmgate::config::BackendConfig::Openai(o) = &default.backends["openai"] else {
+        panic!("openai backend")
+    };
     assert_eq!(o.api_key_env, "OPENAI_API_KEY");
     assert_eq!(o.base_url_env.as_deref(), Some("OPENAI_BASE_URL"));
     assert!(o.models.contains_key("gpt-4o-mini") && o.models.contains_key("gpt-4o"));
 
     let base = policy("");
     for (broken, needle) in [
-        (base.replace("target: openai/gpt-4o }", "target: openai/gpt-5 }"), "routes.auto.tiers[1].target"),
-        (base.replace("api_key_env: TEST_OPENAI_KEY", "api_key_env: TEST_OPENAI_KEY\n    colour: blue"), "unknown field `colour`"),
-        (base.replace("max_score: 0.5", "max_score: 1.5"), "max_score"),
-        (base.replace("{ name: hard, target", "{ name: hard, min_score: 0.5, target"), "last tier must have no conditions"),
+        (
+            base.replace("target: openai/gpt-4o }", "target: openai/gpt-5 }"),
+            "routes.auto.tiers[1].target",
+        ),
+        (
+            base.replace(
+                "api_key_env: TEST_OPENAI_KEY",
+                "api_key_env: TEST_OPENAI_KEY\n    colour: blue",
+            ),
+            "unknown field `colour`",
+        ),
+        (
+            base.replace("max_score: 0.5", "max_score: 1.5"),
+            "max_score",
+        ),
+        (
+            base.replace(
+                "{ name: hard, target",
+                "{ name: hard, min_score: 0.5, target",
+            ),
+            "last tier must have no conditions",
+        ),
         (base.replace("version: 1", "version: 2"), "`version`"),
-        (base.replace("reference_model: openai/gpt-4o", "reference_model: gpt-4o"), "reference_model"),
-        (base.replace("input_per_mtok: 0.15", "input_per_mtok: -1"), "prices must be >= 0"),
+        (
+            base.replace("reference_model: openai/gpt-4o", "reference_model: gpt-4o"),
+            "reference_model",
+        ),
+        (
+            base.replace("input_per_mtok: 0.15", "input_per_mtok: -1"),
+            "prices must be >= 0",
+        ),
     ] {
         let e = slmgate::config::Policy::from_yaml(&broken).expect_err(needle);
         assert!(e.contains(needle), "want `{needle}` in: {e}");

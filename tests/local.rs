@@ -12,14 +12,23 @@ use std::sync::{Arc, LazyLock};
 use tokio::runtime::Runtime;
 use tokio::sync::OnceCell;
 
-static RT: LazyLock<Runtime> =
-    LazyLock::new(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap());
+static RT: LazyLock<Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+});
 static STATE: OnceCell<Arc<AppState>> = OnceCell::const_new();
 static SMALL_QUEUE: OnceCell<Arc<AppState>> = OnceCell::const_new();
 
 fn yaml(max_queue: usize) -> String {
     let gguf = models_dir().join(slmgate::fetch::SMOLLM2_GGUF);
-    assert!(gguf.exists(), "{} is missing: run `slmgate models fetch` (scripts/test does)", gguf.display());
+    assert!(
+        gguf.exists(),
+        "{} is missing: run `slmgate models fetch` (scripts/test does)",
+        gguf.display()
+    );
     format!(
         r#"
 version: 1
@@ -72,7 +81,14 @@ fn local(prompt: &str, extra: Value) -> Value {
 fn factual_answer_at_temperature_zero() {
     RT.block_on(async {
         let app = shared().await;
-        let r = send(&app, post_json("/v1/chat/completions", &local("What is the capital of Japan?", json!({"max_tokens": 24})))).await;
+        let r = send(
+            &app,
+            post_json(
+                "/v1/chat/completions",
+                &local("What is the capital of Japan?", json!({"max_tokens": 24})),
+            ),
+        )
+        .await;
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.header("x-slmgate-backend"), "local");
         assert_eq!(r.header("x-slmgate-cost-usd"), "0");
@@ -83,8 +99,11 @@ fn factual_answer_at_temperature_zero() {
         let u = &v["usage"];
         assert!(u["prompt_tokens"].as_u64().unwrap() > 5);
         let c = u["completion_tokens"].as_u64().unwrap();
-        assert!(c >= 1 && c <= 24);
-        assert_eq!(u["total_tokens"].as_u64().unwrap(), u["prompt_tokens"].as_u64().unwrap() + c);
+        assert!((1..=24).contains(&c));
+        assert_eq!(
+            u["total_tokens"].as_u64().unwrap(),
+            u["prompt_tokens"].as_u64().unwrap() + c
+        );
     });
 }
 
@@ -92,7 +111,17 @@ fn factual_answer_at_temperature_zero() {
 fn max_tokens_ends_with_length() {
     RT.block_on(async {
         let app = shared().await;
-        let r = send(&app, post_json("/v1/chat/completions", &local("Write a long story about a dragon.", json!({"max_tokens": 5})))).await;
+        let r = send(
+            &app,
+            post_json(
+                "/v1/chat/completions",
+                &local(
+                    "Write a long story about a dragon.",
+                    json!({"max_tokens": 5}),
+                ),
+            ),
+        )
+        .await;
         let v = r.json();
         assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
         assert_eq!(v["usage"]["completion_tokens"], 5);
@@ -103,22 +132,39 @@ fn max_tokens_ends_with_length() {
 fn streamed_answer_has_chunks_final_chunk_and_usage() {
     RT.block_on(async {
         let app = shared().await;
-        let body = local("What is 2 + 2?", json!({"stream": true, "max_tokens": 16, "stream_options": {"include_usage": true}}));
+        let body = local(
+            "What is 2 + 2?",
+            json!({"stream": true, "max_tokens": 16, "stream_options": {"include_usage": true}}),
+        );
         let r = send(&app, post_json("/v1/chat/completions", &body)).await;
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.header("content-type"), "text/event-stream");
         let data = r.sse_data();
         assert_eq!(data.last().unwrap(), "[DONE]");
-        let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+        let chunks: Vec<Value> = data[..data.len() - 1]
+            .iter()
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
         assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
-        let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+        let text: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
         assert!(!text.trim().is_empty());
         let fin = &chunks[chunks.len() - 2];
-        assert!(matches!(fin["choices"][0]["finish_reason"].as_str(), Some("stop" | "length")), "{fin}");
+        assert!(
+            matches!(
+                fin["choices"][0]["finish_reason"].as_str(),
+                Some("stop" | "length")
+            ),
+            "{fin}"
+        );
         let usage = &chunks[chunks.len() - 1];
         assert_eq!(usage["choices"].as_array().unwrap().len(), 0);
         assert!(usage["usage"]["completion_tokens"].as_u64().unwrap() >= 1);
-        assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk" && c["model"] == "local"));
+        assert!(chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk" && c["model"] == "local"));
     });
 }
 
@@ -127,20 +173,35 @@ fn stop_strings_are_honoured() {
     RT.block_on(async {
         let app = shared().await;
         let base = local("What is the capital of Japan?", json!({"max_tokens": 24}));
-        let full = send(&app, post_json("/v1/chat/completions", &base)).await.json();
-        let text = full["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+        let full = send(&app, post_json("/v1/chat/completions", &base))
+            .await
+            .json();
+        let text = full["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let stop = "Tokyo";
         assert!(text.contains(stop), "{text}");
         let mut b = base.clone();
         b["stop"] = json!([stop]);
-        let cut = send(&app, post_json("/v1/chat/completions", &b)).await.json();
+        let cut = send(&app, post_json("/v1/chat/completions", &b))
+            .await
+            .json();
         let got = cut["choices"][0]["message"]["content"].as_str().unwrap();
         assert_eq!(got, &text[..text.find(stop).unwrap()]);
         assert_eq!(cut["choices"][0]["finish_reason"], "stop");
         b["stream"] = json!(true);
         let r = send(&app, post_json("/v1/chat/completions", &b)).await;
-        let streamed: String = r.sse_data().iter().filter_map(|d| serde_json::from_str::<Value>(d).ok())
-            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_string)).collect();
+        let streamed: String = r
+            .sse_data()
+            .iter()
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|c| {
+                c["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect();
         assert_eq!(streamed, got);
     });
 }
@@ -149,13 +210,26 @@ fn stop_strings_are_honoured() {
 fn eight_concurrent_requests_complete() {
     RT.block_on(async {
         let app = shared().await;
-        let prompts = ["What is 2 + 2?", "Name a color.", "What is the capital of Japan?", "Say hello.",
-                       "Name a fruit.", "What is 3 + 5?", "Name an animal.", "What day comes after Monday?"];
-        let tasks: Vec<_> = prompts.iter().map(|p| {
-            let app = app.clone();
-            let body = local(p, json!({"max_tokens": 12}));
-            tokio::spawn(async move { send(&app, post_json("/v1/chat/completions", &body)).await })
-        }).collect();
+        let prompts = [
+            "What is 2 + 2?",
+            "Name a color.",
+            "What is the capital of Japan?",
+            "Say hello.",
+            "Name a fruit.",
+            "What is 3 + 5?",
+            "Name an animal.",
+            "What day comes after Monday?",
+        ];
+        let tasks: Vec<_> = prompts
+            .iter()
+            .map(|p| {
+                let app = app.clone();
+                let body = local(p, json!({"max_tokens": 12}));
+                tokio::spawn(
+                    async move { send(&app, post_json("/v1/chat/completions", &body)).await },
+                )
+            })
+            .collect();
         for t in tasks {
             let r = t.await.unwrap();
             assert_eq!(r.status, 200, "{}", r.body);
@@ -167,24 +241,46 @@ fn eight_concurrent_requests_complete() {
 #[test]
 fn full_queue_answers_429_with_retry_after() {
     RT.block_on(async {
-        let s = SMALL_QUEUE.get_or_init(|| async {
-            let s = state(&yaml(1), &[]);
-            s.wait_ready().await.expect("model loads");
-            s
-        }).await;
+        let s = SMALL_QUEUE
+            .get_or_init(|| async {
+                let s = state(&yaml(1), &[]);
+                s.wait_ready().await.expect("model loads");
+                s
+            })
+            .await;
         let app = slmgate::app(s.clone());
         // Hold the only slot with a long stream, read slowly.
-        let long = local("Write a very long story about the sea.", json!({"stream": true, "max_tokens": 200, "temperature": 0}));
-        let resp = tower::ServiceExt::oneshot(app.clone(), post_json("/v1/chat/completions", &long)).await.unwrap();
+        let long = local(
+            "Write a very long story about the sea.",
+            json!({"stream": true, "max_tokens": 200, "temperature": 0}),
+        );
+        let resp =
+            tower::ServiceExt::oneshot(app.clone(), post_json("/v1/chat/completions", &long))
+                .await
+                .unwrap();
         assert_eq!(resp.status(), 200);
-        let r = send(&app, post_json("/v1/chat/completions", &local("Hi", json!({"max_tokens": 4})))).await;
+        let r = send(
+            &app,
+            post_json(
+                "/v1/chat/completions",
+                &local("Hi", json!({"max_tokens": 4})),
+            ),
+        )
+        .await;
         assert_eq!(r.status, 429, "{}", r.body);
         assert_eq!(r.header("retry-after"), "2");
         assert_eq!(r.json()["error"]["code"], "local_queue_full");
         // Dropping the stream (client gone) frees the slot.
         drop(resp);
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        let r = send(&app, post_json("/v1/chat/completions", &local("Hi", json!({"max_tokens": 4})))).await;
+        let r = send(
+            &app,
+            post_json(
+                "/v1/chat/completions",
+                &local("Hi", json!({"max_tokens": 4})),
+            ),
+        )
+        .await;
         assert_eq!(r.status, 200, "{}", r.body);
     });
 }
@@ -214,9 +310,16 @@ fn auto_without_cloud_key_falls_back_to_local_and_says_why() {
 fn unsupported_parameters_are_400() {
     RT.block_on(async {
         let app = shared().await;
-        for extra in [json!({"n": 2}), json!({"logprobs": true}),
-                      json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]})] {
-            let r = send(&app, post_json("/v1/chat/completions", &local("Hi", extra.clone()))).await;
+        for extra in [
+            json!({"n": 2}),
+            json!({"logprobs": true}),
+            json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}),
+        ] {
+            let r = send(
+                &app,
+                post_json("/v1/chat/completions", &local("Hi", extra.clone())),
+            )
+            .await;
             assert_eq!(r.status, 400, "{extra}: {}", r.body);
             assert_eq!(r.json()["error"]["code"], "unsupported_parameter");
         }
@@ -229,13 +332,31 @@ fn missing_or_corrupt_gguf_is_a_clear_startup_error() {
         let dir = tempfile::tempdir().unwrap();
         let bad = dir.path().join("bad.gguf");
         std::fs::write(&bad, b"not a model").unwrap();
-        for (file, needle) in [(dir.path().join("none.gguf"), "cannot be opened"), (bad, "not a GGUF file")] {
-            let y = yaml(4).replace(&models_dir().join(slmgate::fetch::SMOLLM2_GGUF).display().to_string(), &file.display().to_string());
+        for (file, needle) in [
+            (dir.path().join("none.gguf"), "cannot be opened"),
+            (bad, "not a GGUF file"),
+        ] {
+            let y = yaml(4).replace(
+                &models_dir()
+                    .join(slmgate::fetch::SMOLLM2_GGUF)
+                    .display()
+                    .to_string(),
+                &file.display().to_string(),
+            );
             let policy = slmgate::config::Policy::from_yaml(&y).unwrap();
-            let err = AppState::new(policy, slmgate::state::StateOptions { env: Box::new(|_| None), models_dir: models_dir() })
-                .err()
-                .expect("startup error");
-            assert!(err.contains(needle) && err.contains("slmgate models fetch"), "{err}");
+            let err = AppState::new(
+                policy,
+                slmgate::state::StateOptions {
+                    env: Box::new(|_| None),
+                    models_dir: models_dir(),
+                },
+            )
+            .err()
+            .expect("startup error");
+            assert!(
+                err.contains(needle) && err.contains("slmgate models fetch"),
+                "{err}"
+            );
         }
     });
 }

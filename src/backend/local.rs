@@ -68,12 +68,20 @@ pub fn resolve_gguf(gguf: &str, models_dir: &Path) -> PathBuf {
 pub fn check_gguf(path: &Path) -> Result<(), String> {
     use std::io::Read;
     let hint = "run `slmgate models fetch` (or point the policy's `gguf` at an existing file)";
-    let mut f = std::fs::File::open(path).map_err(|e| format!("GGUF file {} cannot be opened ({e}); {hint}", path.display()))?;
+    let mut f = std::fs::File::open(path).map_err(|e| {
+        format!(
+            "GGUF file {} cannot be opened ({e}); {hint}",
+            path.display()
+        )
+    })?;
     let mut magic = [0u8; 4];
     f.read_exact(&mut magic)
         .map_err(|_| format!("GGUF file {} is truncated; {hint}", path.display()))?;
     if &magic != b"GGUF" {
-        return Err(format!("{} is not a GGUF file (bad magic); {hint}", path.display()));
+        return Err(format!(
+            "{} is not a GGUF file (bad magic); {hint}",
+            path.display()
+        ));
     }
     Ok(())
 }
@@ -101,11 +109,19 @@ enum Event {
 
 impl LocalBackend {
     /// Check the file now and start loading it in the background.
-    pub fn start(name: &str, cfg: &LocalConfig, models_dir: &Path, metrics: Arc<Metrics>) -> Result<Self, String> {
+    pub fn start(
+        name: &str,
+        cfg: &LocalConfig,
+        models_dir: &Path,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, String> {
         let path = resolve_gguf(&cfg.gguf, models_dir);
         check_gguf(&path).map_err(|e| format!("backend `{name}`: {e}"))?;
         let (tx, rx) = watch::channel(LoadState::Loading);
-        let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
         let file = path
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
@@ -173,11 +189,17 @@ impl LocalBackend {
             LoadState::Ready(l) => Ok(l.clone()),
             LoadState::Loading => Err(DispatchError::retryable(
                 "loading",
-                GatewayError::BackendUnavailable(format!("local backend `{}` is still loading its model", self.name)),
+                GatewayError::BackendUnavailable(format!(
+                    "local backend `{}` is still loading its model",
+                    self.name
+                )),
             )),
             LoadState::Failed(e) => Err(DispatchError::retryable(
                 "unavailable",
-                GatewayError::BackendUnavailable(format!("local backend `{}` is unavailable: {e}", self.name)),
+                GatewayError::BackendUnavailable(format!(
+                    "local backend `{}` is unavailable: {e}",
+                    self.name
+                )),
             )),
         }
     }
@@ -200,7 +222,10 @@ impl LocalBackend {
             None => Ok(()),
             Some(w) => Err(DispatchError {
                 reason: "unsupported",
-                error: GatewayError::Unsupported(format!("local backend `{}` does not support {w}", self.name)),
+                error: GatewayError::Unsupported(format!(
+                    "local backend `{}` does not support {w}",
+                    self.name
+                )),
                 fallback_ok: self.cfg.on_unsupported == Overflow::Fallback,
             }),
         }
@@ -209,7 +234,10 @@ impl LocalBackend {
     fn admit(&self) -> Result<Slot, DispatchError> {
         let prev = self.inflight.fetch_add(1, Ordering::AcqRel);
         self.metrics.local_queue_depth.inc();
-        let slot = Slot { inflight: self.inflight.clone(), metrics: self.metrics.clone() };
+        let slot = Slot {
+            inflight: self.inflight.clone(),
+            metrics: self.metrics.clone(),
+        };
         if prev >= self.cfg.max_queue {
             drop(slot);
             return Err(DispatchError {
@@ -227,7 +255,11 @@ impl LocalBackend {
         Ok(slot)
     }
 
-    pub async fn chat(&self, req: &ParsedRequest, model_id: &str) -> Result<BackendReply, DispatchError> {
+    pub async fn chat(
+        &self,
+        req: &ParsedRequest,
+        model_id: &str,
+    ) -> Result<BackendReply, DispatchError> {
         let loaded = self.loaded()?;
         self.unsupported(req)?;
         let slot = self.admit()?;
@@ -236,10 +268,16 @@ impl LocalBackend {
         let request = build_request(req, max_len);
         let mut rx = spawn_engine(loaded, request);
         // Wait for the first event so request errors still get a proper status.
-        let first = rx.recv().await.unwrap_or(Event::Failed("engine closed the stream".into()));
+        let first = rx
+            .recv()
+            .await
+            .unwrap_or(Event::Failed("engine closed the stream".into()));
         let first = match first {
             Event::Invalid(m) => {
-                return Err(DispatchError::fatal("invalid", GatewayError::invalid("messages", m)));
+                return Err(DispatchError::fatal(
+                    "invalid",
+                    GatewayError::invalid("messages", m),
+                ));
             }
             Event::Failed(m) => {
                 return Err(DispatchError::retryable(
@@ -252,11 +290,25 @@ impl LocalBackend {
         let id = format!("chatcmpl-{:016x}", rand::random::<u64>());
         if req.stream {
             let usage = Arc::new(UsageCell::default());
-            let events = sse_stream(first, rx, slot, req, id, model_id.to_string(), usage.clone());
-            return Ok(BackendReply { body: ReplyBody::Stream { events, usage }, upstream_wait: started.elapsed() });
+            let events = sse_stream(
+                first,
+                rx,
+                slot,
+                req,
+                id,
+                model_id.to_string(),
+                usage.clone(),
+            );
+            return Ok(BackendReply {
+                body: ReplyBody::Stream { events, usage },
+                upstream_wait: started.elapsed(),
+            });
         }
         let (text, reason, usage) = collect(first, &mut rx, &req.stop).await.map_err(|m| {
-            DispatchError::retryable("model_error", GatewayError::UpstreamFailed(format!("local model failed: {m}")))
+            DispatchError::retryable(
+                "model_error",
+                GatewayError::UpstreamFailed(format!("local model failed: {m}")),
+            )
         })?;
         drop(slot);
         let body = ChatCompletion {
@@ -266,7 +318,10 @@ impl LocalBackend {
             model: model_id.to_string(),
             choices: vec![Choice {
                 index: 0,
-                message: AssistantMessage { role: "assistant", content: text },
+                message: AssistantMessage {
+                    role: "assistant",
+                    content: text,
+                },
                 finish_reason: reason,
                 logprobs: None,
             }],
@@ -275,7 +330,13 @@ impl LocalBackend {
         };
         let bytes = serde_json::to_vec(&body)
             .map_err(|e| DispatchError::fatal("internal", GatewayError::Internal(e.to_string())))?;
-        Ok(BackendReply { body: ReplyBody::Full { bytes: Bytes::from(bytes), usage }, upstream_wait: started.elapsed() })
+        Ok(BackendReply {
+            body: ReplyBody::Full {
+                bytes: Bytes::from(bytes),
+                usage,
+            },
+            upstream_wait: started.elapsed(),
+        })
     }
 }
 
@@ -290,22 +351,35 @@ fn role(r: &str) -> TextMessageRole {
 /// Completion budget: the client's `max_tokens` (or the default), clamped so
 /// prompt + completion fits the context. Prompts that might not fit are
 /// counted exactly with the model's own template; others skip that round trip.
-async fn budget(loaded: &Arc<Loaded>, req: &ParsedRequest, default: u64) -> Result<usize, DispatchError> {
+async fn budget(
+    loaded: &Arc<Loaded>,
+    req: &ParsedRequest,
+    default: u64,
+) -> Result<usize, DispatchError> {
     let want = req.max_tokens.unwrap_or(default) as usize;
-    let Some(ctx) = loaded.ctx else { return Ok(want) };
+    let Some(ctx) = loaded.ctx else {
+        return Ok(want);
+    };
     // Byte-level BPE: a token covers at least one byte; add room for template tokens.
-    let bound: usize = req.messages.iter().map(|m| m.text.len() + 16).sum::<usize>() + 32;
+    let bound: usize = req
+        .messages
+        .iter()
+        .map(|m| m.text.len() + 16)
+        .sum::<usize>()
+        + 32;
     if bound + want <= ctx {
         return Ok(want);
     }
-    let msgs = req
-        .messages
-        .iter()
-        .fold(TextMessages::new(), |t, m| t.add_message(role(&m.role), &m.text));
+    let msgs = req.messages.iter().fold(TextMessages::new(), |t, m| {
+        t.add_message(role(&m.role), &m.text)
+    });
     let l = loaded.clone();
     // Never drop a mistral.rs tokenize future mid-flight (see module docs): own it in a task.
     let counted = tokio::spawn(async move {
-        l.model.tokenize(either::Either::Left(msgs), None, true, true, None).await.map(|t| t.len())
+        l.model
+            .tokenize(either::Either::Left(msgs), None, true, true, None)
+            .await
+            .map(|t| t.len())
     })
     .await;
     let prompt = match counted {
@@ -373,7 +447,13 @@ fn spawn_engine(loaded: Arc<Loaded>, request: RequestBuilder) -> mpsc::Unbounded
                                 prompt_tokens: u.prompt_tokens as u64,
                                 completion_tokens: u.completion_tokens as u64,
                             });
-                            (Event::Finish { reason, usage: usage.unwrap_or_default() }, true)
+                            (
+                                Event::Finish {
+                                    reason,
+                                    usage: usage.unwrap_or_default(),
+                                },
+                                true,
+                            )
                         }
                         None => continue,
                     }
@@ -410,7 +490,10 @@ async fn collect(
     loop {
         let ev = match next.take() {
             Some(e) => e,
-            None => rx.recv().await.unwrap_or(Event::Failed("engine closed the stream".into())),
+            None => rx
+                .recv()
+                .await
+                .unwrap_or(Event::Failed("engine closed the stream".into())),
         };
         match ev {
             Event::Delta(d) => text.push_str(&d),
@@ -423,13 +506,24 @@ async fn collect(
     }
 }
 
-fn chunk_json(id: &str, model: &str, created: u64, delta: Delta<'_>, finish: Option<&str>) -> Bytes {
+fn chunk_json(
+    id: &str,
+    model: &str,
+    created: u64,
+    delta: Delta<'_>,
+    finish: Option<&str>,
+) -> Bytes {
     let c = ChatChunk {
         id,
         object: "chat.completion.chunk",
         created,
         model,
-        choices: vec![ChunkChoice { index: 0, delta, finish_reason: finish, logprobs: None }],
+        choices: vec![ChunkChoice {
+            index: 0,
+            delta,
+            finish_reason: finish,
+            logprobs: None,
+        }],
         usage: None,
     };
     sse::data_event(&serde_json::to_string(&c).unwrap_or_default())

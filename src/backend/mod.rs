@@ -58,10 +58,18 @@ pub struct DispatchError {
 
 impl DispatchError {
     pub fn retryable(reason: &'static str, error: GatewayError) -> Self {
-        Self { reason, error, fallback_ok: true }
+        Self {
+            reason,
+            error,
+            fallback_ok: true,
+        }
     }
     pub fn fatal(reason: &'static str, error: GatewayError) -> Self {
-        Self { reason, error, fallback_ok: false }
+        Self {
+            reason,
+            error,
+            fallback_ok: false,
+        }
     }
 }
 
@@ -86,7 +94,11 @@ impl Backend {
         }
     }
 
-    pub async fn chat(&self, req: &ParsedRequest, model: &str) -> Result<BackendReply, DispatchError> {
+    pub async fn chat(
+        &self,
+        req: &ParsedRequest,
+        model: &str,
+    ) -> Result<BackendReply, DispatchError> {
         match self {
             Backend::OpenAi(b) => b.chat(req, model).await,
             Backend::Local(b) => b.chat(req, model).await,

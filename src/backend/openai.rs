@@ -53,8 +53,14 @@ struct UsageJson {
 
 impl OpenAiBackend {
     /// `env` looks up environment variables (injected so tests need not touch the process env).
-    pub fn new(name: &str, cfg: &OpenAiConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let key = env(&cfg.api_key_env).filter(|k| !k.trim().is_empty()).map(Secret);
+    pub fn new(
+        name: &str,
+        cfg: &OpenAiConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
+        let key = env(&cfg.api_key_env)
+            .filter(|k| !k.trim().is_empty())
+            .map(Secret);
         let base = cfg
             .base_url_env
             .as_deref()
@@ -94,7 +100,10 @@ impl OpenAiBackend {
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        let base = self.retries.initial_backoff_ms.saturating_mul(1u64 << attempt.min(16));
+        let base = self
+            .retries
+            .initial_backoff_ms
+            .saturating_mul(1u64 << attempt.min(16));
         let capped = base.min(self.retries.max_backoff_ms);
         let jitter = rand::rng().random_range(0.5..=1.0);
         Duration::from_millis((capped as f64 * jitter) as u64)
@@ -113,15 +122,25 @@ impl OpenAiBackend {
                 o.insert("include_usage".into(), Value::Bool(true));
             }
         }
-        serde_json::to_vec(&raw)
-            .map(Bytes::from)
-            .map_err(|e| DispatchError::fatal("internal", GatewayError::Internal(format!("encoding request: {e}"))))
+        serde_json::to_vec(&raw).map(Bytes::from).map_err(|e| {
+            DispatchError::fatal(
+                "internal",
+                GatewayError::Internal(format!("encoding request: {e}")),
+            )
+        })
     }
 
-    pub async fn chat(&self, req: &ParsedRequest, model: &str) -> Result<BackendReply, DispatchError> {
+    pub async fn chat(
+        &self,
+        req: &ParsedRequest,
+        model: &str,
+    ) -> Result<BackendReply, DispatchError> {
         self.availability()?;
         let Some(key) = &self.key else {
-            return Err(DispatchError::retryable("unavailable", GatewayError::BackendUnavailable(self.name.clone())));
+            return Err(DispatchError::retryable(
+                "unavailable",
+                GatewayError::BackendUnavailable(self.name.clone()),
+            ));
         };
         let body = self.body(req, model)?;
         let started = Instant::now();
@@ -145,7 +164,11 @@ impl OpenAiBackend {
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .header(
                     http::header::ACCEPT,
-                    if req.stream { "text/event-stream" } else { "application/json" },
+                    if req.stream {
+                        "text/event-stream"
+                    } else {
+                        "application/json"
+                    },
                 )
                 .body(body.clone())
                 .send();
@@ -161,7 +184,10 @@ impl OpenAiBackend {
                         )),
                     ))
                 }
-                Ok(Err(e)) if e.is_connect() => ("connect", format!("cannot connect to backend `{}`", self.name)),
+                Ok(Err(e)) if e.is_connect() => (
+                    "connect",
+                    format!("cannot connect to backend `{}`", self.name),
+                ),
                 Ok(Err(e)) => {
                     return Err(DispatchError::retryable(
                         "transport",
@@ -173,11 +199,17 @@ impl OpenAiBackend {
                     ))
                 }
                 Ok(Ok(r)) if r.status().is_success() => break r,
-                Ok(Ok(r)) if r.status() == StatusCode::TOO_MANY_REQUESTS || r.status().is_server_error() => {
+                Ok(Ok(r))
+                    if r.status() == StatusCode::TOO_MANY_REQUESTS
+                        || r.status().is_server_error() =>
+                {
                     let s = r.status();
                     ("status", format!("backend `{}` answered {s}", self.name))
                 }
-                Ok(Ok(r)) if r.status() == StatusCode::UNAUTHORIZED || r.status() == StatusCode::FORBIDDEN => {
+                Ok(Ok(r))
+                    if r.status() == StatusCode::UNAUTHORIZED
+                        || r.status() == StatusCode::FORBIDDEN =>
+                {
                     return Err(DispatchError::retryable(
                         "auth",
                         GatewayError::UpstreamFailed(format!(
@@ -198,11 +230,17 @@ impl OpenAiBackend {
                     ));
                 }
             };
-            if attempt >= self.retries.max_retries || Instant::now() + self.backoff(attempt) >= deadline {
+            if attempt >= self.retries.max_retries
+                || Instant::now() + self.backoff(attempt) >= deadline
+            {
                 let (reason, msg) = retry_reason;
                 let msg = format!("{msg} (after {} attempt(s))", attempt + 1);
                 return Err(DispatchError::retryable(
-                    if reason == "status" { "upstream_status" } else { reason },
+                    if reason == "status" {
+                        "upstream_status"
+                    } else {
+                        reason
+                    },
                     GatewayError::UpstreamFailed(msg),
                 ));
             }
@@ -249,7 +287,10 @@ impl OpenAiBackend {
         let usage = serde_json::from_slice::<UsageOnly>(&bytes)
             .ok()
             .and_then(|u| u.usage)
-            .map(|u| Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens })
+            .map(|u| Usage {
+                prompt_tokens: u.prompt_tokens,
+                completion_tokens: u.completion_tokens,
+            })
             .unwrap_or_default();
         Ok(BackendReply {
             body: ReplyBody::Full { bytes, usage },
@@ -269,7 +310,8 @@ fn without_url(e: &reqwest::Error) -> String {
 
 /// An SSE error event in OpenAI's shape, for failures after the head was sent.
 pub fn error_event(message: &str, code: &str) -> Bytes {
-    let v = serde_json::json!({"error": {"message": message, "type": "upstream_error", "code": code}});
+    let v =
+        serde_json::json!({"error": {"message": message, "type": "upstream_error", "code": code}});
     sse::data_event(&v.to_string())
 }
 

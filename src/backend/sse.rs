@@ -73,7 +73,10 @@ pub fn usage_of(v: &Value) -> Option<Usage> {
     let u = v.get("usage")?.as_object()?;
     Some(Usage {
         prompt_tokens: u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0),
-        completion_tokens: u.get("completion_tokens").and_then(Value::as_u64).unwrap_or(0),
+        completion_tokens: u
+            .get("completion_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
     })
 }
 
@@ -89,7 +92,11 @@ pub enum Filtered {
 /// Inspect one OpenAI stream event: record usage, strip it when not asked for.
 /// Only events that mention "usage" are parsed, so ordinary chunks pass at
 /// the cost of a substring search.
-pub fn filter_openai_event(event: Bytes, client_wants_usage: bool, usage: &mut Option<Usage>) -> Filtered {
+pub fn filter_openai_event(
+    event: Bytes,
+    client_wants_usage: bool,
+    usage: &mut Option<Usage>,
+) -> Filtered {
     if !contains(&event, b"\"usage\"") {
         return Filtered::Forward(event);
     }
@@ -107,7 +114,10 @@ pub fn filter_openai_event(event: Bytes, client_wants_usage: bool, usage: &mut O
     if client_wants_usage {
         return Filtered::Forward(event);
     }
-    let no_choices = v.get("choices").and_then(Value::as_array).is_none_or(|c| c.is_empty());
+    let no_choices = v
+        .get("choices")
+        .and_then(Value::as_array)
+        .is_none_or(|c| c.is_empty());
     if no_choices {
         return Filtered::Drop;
     }
@@ -136,10 +146,24 @@ mod tests {
     #[test]
     fn usage_chunk_is_recorded_and_stripped() {
         let mut u = None;
-        let ev = Bytes::from_static(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n");
-        assert_eq!(filter_openai_event(ev.clone(), false, &mut u), Filtered::Drop);
-        assert_eq!(u, Some(Usage { prompt_tokens: 3, completion_tokens: 4 }));
-        assert_eq!(filter_openai_event(ev.clone(), true, &mut u), Filtered::Forward(ev));
+        let ev = Bytes::from_static(
+            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n",
+        );
+        assert_eq!(
+            filter_openai_event(ev.clone(), false, &mut u),
+            Filtered::Drop
+        );
+        assert_eq!(
+            u,
+            Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 4
+            })
+        );
+        assert_eq!(
+            filter_openai_event(ev.clone(), true, &mut u),
+            Filtered::Forward(ev)
+        );
         let with_choice = Bytes::from_static(
             b"data: {\"choices\":[{\"delta\":{}}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\n",
         );
@@ -148,7 +172,10 @@ mod tests {
             Filtered::Drop => panic!("must keep the choices"),
         }
         let null_usage = Bytes::from_static(b"data: {\"choices\":[{}],\"usage\":null}\n\n");
-        assert_eq!(filter_openai_event(null_usage.clone(), false, &mut u), Filtered::Forward(null_usage));
+        assert_eq!(
+            filter_openai_event(null_usage.clone(), false, &mut u),
+            Filtered::Forward(null_usage)
+        );
     }
 
     proptest! {

@@ -21,13 +21,46 @@ pub struct Features {
 }
 
 const REASONING: &[&str] = &[
-    "prove", "proof", "derive", "step by step", "explain why", "analyze", "analyse", "compare",
-    "trade-off", "tradeoff", "optimize", "design", "implement", "algorithm", "evaluate",
-    "justify", "critique", "architecture", "complexity", "theorem",
+    "prove",
+    "proof",
+    "derive",
+    "step by step",
+    "explain why",
+    "analyze",
+    "analyse",
+    "compare",
+    "trade-off",
+    "tradeoff",
+    "optimize",
+    "design",
+    "implement",
+    "algorithm",
+    "evaluate",
+    "justify",
+    "critique",
+    "architecture",
+    "complexity",
+    "theorem",
 ];
 const CODE_HINTS: &[&str] = &[
-    "```", "def ", "fn ", "function ", "class ", "#include", "import ", "select ", "console.log",
-    "public static", "=> {", "();", "python", "javascript", "rust", "sql", "regex", "code",
+    "```",
+    "def ",
+    "fn ",
+    "function ",
+    "class ",
+    "#include",
+    "import ",
+    "select ",
+    "console.log",
+    "public static",
+    "=> {",
+    "();",
+    "python",
+    "javascript",
+    "rust",
+    "sql",
+    "regex",
+    "code",
 ];
 
 pub fn features(messages: &[ChatMessage]) -> Features {
@@ -41,14 +74,21 @@ pub fn features(messages: &[ChatMessage]) -> Features {
     Features {
         approx_tokens: all_chars as f64 / 4.0,
         code: CODE_HINTS.iter().any(|h| lower.contains(h)),
-        math_density: if text.is_empty() { 0.0 } else { math_chars as f64 / text.chars().count() as f64 },
+        math_density: if text.is_empty() {
+            0.0
+        } else {
+            math_chars as f64 / text.chars().count() as f64
+        },
         reasoning_words: REASONING.iter().filter(|w| lower.contains(*w)).count(),
         constraints: lower.matches('\n').count().min(20)
             + [" must ", " should ", " at least ", " exactly ", " without "]
                 .iter()
                 .filter(|w| lower.contains(*w))
                 .count(),
-        turns: messages.iter().filter(|m| m.role == "user" || m.role == "assistant").count(),
+        turns: messages
+            .iter()
+            .filter(|m| m.role == "user" || m.role == "assistant")
+            .count(),
     }
 }
 
@@ -71,15 +111,40 @@ pub fn category(messages: &[ChatMessage], f: &Features) -> &'static str {
         "code"
     } else if has(&["summarize", "summarise", "summary", "tl;dr", "tldr"]) {
         "summarization"
-    } else if has(&["rewrite", "rephrase", "paraphrase", "translate", "proofread", "fix the grammar"]) {
+    } else if has(&[
+        "rewrite",
+        "rephrase",
+        "paraphrase",
+        "translate",
+        "proofread",
+        "fix the grammar",
+    ]) {
         "rewriting"
     } else if has(&["extract", "list all", "find all", "pull out"]) {
         "extraction"
-    } else if has(&["classify", "categorize", "categorise", "sentiment", "which category", "label"]) {
+    } else if has(&[
+        "classify",
+        "categorize",
+        "categorise",
+        "sentiment",
+        "which category",
+        "label",
+    ]) {
         "classification"
-    } else if has(&["poem", "story", "song", "haiku", "limerick", "fiction", "creative"]) {
+    } else if has(&[
+        "poem", "story", "song", "haiku", "limerick", "fiction", "creative",
+    ]) {
         "creative"
-    } else if f.math_density > 0.15 || has(&["solve", "equation", "integral", "calculate", "how many", "probability"]) {
+    } else if f.math_density > 0.15
+        || has(&[
+            "solve",
+            "equation",
+            "integral",
+            "calculate",
+            "how many",
+            "probability",
+        ])
+    {
         "math"
     } else if f.reasoning_words > 0 || has(&["why ", "reason"]) {
         "reasoning"
@@ -93,7 +158,10 @@ pub fn category(messages: &[ChatMessage], f: &Features) -> &'static str {
 impl Triage for FeatureTriage {
     fn triage(&self, messages: &[ChatMessage]) -> TriageResult {
         let f = features(messages);
-        TriageResult { score: score(&f), category: category(messages, &f) }
+        TriageResult {
+            score: score(&f),
+            category: category(messages, &f),
+        }
     }
     fn name(&self) -> &'static str {
         "features"
@@ -105,7 +173,10 @@ mod tests {
     use super::*;
 
     fn user(t: &str) -> Vec<ChatMessage> {
-        vec![ChatMessage { role: "user".into(), text: t.into() }]
+        vec![ChatMessage {
+            role: "user".into(),
+            text: t.into(),
+        }]
     }
 
     #[test]
@@ -120,7 +191,10 @@ mod tests {
         ));
         assert!(hard.score > 0.5, "{hard:?}");
         assert_eq!(hard.category, "code");
-        assert_eq!(t.triage(&user("Write a haiku about rain")).category, "creative");
+        assert_eq!(
+            t.triage(&user("Write a haiku about rain")).category,
+            "creative"
+        );
     }
 
     #[test]

@@ -15,11 +15,18 @@ pub struct Dispatched {
     pub fallbacks: Vec<String>,
 }
 
-pub async fn run(state: &AppState, req: &ParsedRequest, decision: &RouteDecision) -> Result<Dispatched, GatewayError> {
+pub async fn run(
+    state: &AppState,
+    req: &ParsedRequest,
+    decision: &RouteDecision,
+) -> Result<Dispatched, GatewayError> {
     let mut notes = Vec::new();
     let mut last = GatewayError::Internal("routing produced no target".into());
     for (i, target) in decision.targets.iter().enumerate() {
-        let (Some(backend), Some(model)) = (state.backends.get(&target.backend), state.model_config(target)) else {
+        let (Some(backend), Some(model)) = (
+            state.backends.get(&target.backend),
+            state.model_config(target),
+        ) else {
             continue;
         };
         let upstream_name = model.upstream_name.as_deref().unwrap_or(&target.model);
@@ -29,7 +36,11 @@ pub async fn run(state: &AppState, req: &ParsedRequest, decision: &RouteDecision
         };
         let err = match outcome {
             Ok(reply) => {
-                return Ok(Dispatched { target: target.clone(), reply, fallbacks: notes });
+                return Ok(Dispatched {
+                    target: target.clone(),
+                    reply,
+                    fallbacks: notes,
+                });
             }
             Err(e) => e,
         };
@@ -46,7 +57,11 @@ pub async fn run(state: &AppState, req: &ParsedRequest, decision: &RouteDecision
             state
                 .metrics
                 .fallbacks
-                .with_label_values(&[target.to_string().as_str(), next.to_string().as_str(), err.reason])
+                .with_label_values(&[
+                    target.to_string().as_str(),
+                    next.to_string().as_str(),
+                    err.reason,
+                ])
                 .inc();
             notes.push(format!("{target} -> {next}: {}: {}", err.reason, err.error));
         }

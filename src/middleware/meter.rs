@@ -32,14 +32,24 @@ pub fn record(state: &AppState, r: &Routed, usage: Usage, status: u16) -> Decima
     let price = state.model_config(&r.target);
     let cost = price.map(|p| cost::cost(p, usage)).unwrap_or_default();
     let saved = cost::savings(cost, state.reference(), usage);
-    m.tokens.with_label_values(&[b, model, "input"]).inc_by(usage.prompt_tokens);
-    m.tokens.with_label_values(&[b, model, "output"]).inc_by(usage.completion_tokens);
-    m.cost.with_label_values(&[b, model]).inc_by(cost::to_f64(cost));
-    m.savings.with_label_values(&[b, model]).inc_by(cost::to_f64(saved));
+    m.tokens
+        .with_label_values(&[b, model, "input"])
+        .inc_by(usage.prompt_tokens);
+    m.tokens
+        .with_label_values(&[b, model, "output"])
+        .inc_by(usage.completion_tokens);
+    m.cost
+        .with_label_values(&[b, model])
+        .inc_by(cost::to_f64(cost));
+    m.savings
+        .with_label_values(&[b, model])
+        .inc_by(cost::to_f64(saved));
     m.requests
         .with_label_values(&[r.route.as_str(), b, model, status.to_string().as_str()])
         .inc();
-    m.duration.with_label_values(&[b]).observe(r.started.elapsed().as_secs_f64());
+    m.duration
+        .with_label_values(&[b])
+        .observe(r.started.elapsed().as_secs_f64());
     cost
 }
 
@@ -53,7 +63,13 @@ fn put(h: &mut HeaderMap, name: &'static str, value: &str) {
     // Header values must be visible ASCII; replace anything else.
     let clean: String = value
         .chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .take(1024)
         .collect();
     if let Ok(v) = HeaderValue::from_str(&clean) {
@@ -77,12 +93,20 @@ pub fn headers(
         put(h, "x-slmgate-backend-kind", b.kind());
     }
     put(h, "x-slmgate-route", &r.route);
-    put(h, "x-slmgate-triage-score", &format!("{:.4}", r.triage.score));
+    put(
+        h,
+        "x-slmgate-triage-score",
+        &format!("{:.4}", r.triage.score),
+    );
     put(h, "x-slmgate-triage-category", r.triage.category);
     if let Some(c) = cost {
         put(h, "x-slmgate-cost-usd", &c.normalize().to_string());
     }
-    put(h, "x-slmgate-overhead-ms", &format!("{:.3}", overhead.as_secs_f64() * 1000.0));
+    put(
+        h,
+        "x-slmgate-overhead-ms",
+        &format!("{:.3}", overhead.as_secs_f64() * 1000.0),
+    );
     if !fallbacks.is_empty() {
         put(h, "x-slmgate-fallback", &fallbacks.join("; "));
     }
@@ -122,7 +146,12 @@ pub fn metered_stream(
     usage: Arc<UsageCell>,
 ) -> BoxStream<'static, Result<Bytes, Infallible>> {
     let backend = routed.target.backend.clone();
-    let mut guard = StreamGuard { state, routed, usage, completed: false };
+    let mut guard = StreamGuard {
+        state,
+        routed,
+        usage,
+        completed: false,
+    };
     let s = async_stream::stream! {
         let mut events = events;
         let mut first = true;

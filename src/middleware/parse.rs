@@ -6,7 +6,14 @@ use crate::error::GatewayError;
 use http::HeaderMap;
 use serde_json::{Map, Value};
 
-const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+const ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
 
 /// Reject anything that is not `application/json` (parameters like charset allowed).
 pub fn check_content_type(headers: &HeaderMap) -> Result<(), GatewayError> {
@@ -14,7 +21,12 @@ pub fn check_content_type(headers: &HeaderMap) -> Result<(), GatewayError> {
         .get(http::header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .unwrap_or_default();
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
         Ok(())
     } else {
@@ -32,7 +44,10 @@ pub fn json_object(body: &[u8]) -> Result<Map<String, Value>, GatewayError> {
         Ok(Value::Object(m)) => Ok(m),
         Ok(other) => Err(GatewayError::InvalidRequest {
             param: None,
-            message: format!("request body must be a JSON object, got {}", type_name(&other)),
+            message: format!(
+                "request body must be a JSON object, got {}",
+                type_name(&other)
+            ),
         }),
         Err(e) => Err(GatewayError::InvalidJson(e.to_string())),
     }
@@ -54,7 +69,10 @@ fn field<'a>(m: &'a Map<String, Value>, k: &str) -> Option<&'a Value> {
 }
 
 fn wrong(param: &str, expected: &str, got: &Value) -> GatewayError {
-    GatewayError::invalid(param, format!("`{param}` must be {expected}, got {}", type_name(got)))
+    GatewayError::invalid(
+        param,
+        format!("`{param}` must be {expected}, got {}", type_name(got)),
+    )
 }
 
 fn opt_bool(m: &Map<String, Value>, k: &str) -> Result<Option<bool>, GatewayError> {
@@ -64,29 +82,49 @@ fn opt_bool(m: &Map<String, Value>, k: &str) -> Result<Option<bool>, GatewayErro
 }
 
 fn opt_num(m: &Map<String, Value>, k: &str, lo: f64, hi: f64) -> Result<Option<f64>, GatewayError> {
-    let Some(v) = field(m, k) else { return Ok(None) };
+    let Some(v) = field(m, k) else {
+        return Ok(None);
+    };
     let x = v.as_f64().ok_or_else(|| wrong(k, "a number", v))?;
     if !(lo..=hi).contains(&x) {
-        return Err(GatewayError::invalid(k, format!("`{k}` must be between {lo} and {hi}, got {x}")));
+        return Err(GatewayError::invalid(
+            k,
+            format!("`{k}` must be between {lo} and {hi}, got {x}"),
+        ));
     }
     Ok(Some(x))
 }
 
 fn opt_uint(m: &Map<String, Value>, k: &str, min: u64) -> Result<Option<u64>, GatewayError> {
-    let Some(v) = field(m, k) else { return Ok(None) };
-    let x = v.as_u64().ok_or_else(|| wrong(k, "a non-negative integer", v))?;
+    let Some(v) = field(m, k) else {
+        return Ok(None);
+    };
+    let x = v
+        .as_u64()
+        .ok_or_else(|| wrong(k, "a non-negative integer", v))?;
     if x < min {
-        return Err(GatewayError::invalid(k, format!("`{k}` must be at least {min}, got {x}")));
+        return Err(GatewayError::invalid(
+            k,
+            format!("`{k}` must be at least {min}, got {x}"),
+        ));
     }
     Ok(Some(x))
 }
 
 /// Flatten a message's `content` to text. Arrays of parts keep their text parts.
-fn content_text(i: usize, v: Option<&Value>, role: &str, has_calls: bool) -> Result<String, GatewayError> {
+fn content_text(
+    i: usize,
+    v: Option<&Value>,
+    role: &str,
+    has_calls: bool,
+) -> Result<String, GatewayError> {
     let param = format!("messages[{i}].content");
     match v {
         None | Some(Value::Null) if role == "assistant" && has_calls => Ok(String::new()),
-        None | Some(Value::Null) => Err(GatewayError::invalid(&param, format!("`{param}` is required"))),
+        None | Some(Value::Null) => Err(GatewayError::invalid(
+            &param,
+            format!("`{param}` is required"),
+        )),
         Some(Value::String(s)) => Ok(s.clone()),
         Some(Value::Array(parts)) => {
             let mut out = Vec::new();
@@ -98,7 +136,11 @@ fn content_text(i: usize, v: Option<&Value>, role: &str, has_calls: bool) -> Res
                     Some("text") => match obj.get("text") {
                         Some(Value::String(t)) => out.push(t.as_str()),
                         other => {
-                            return Err(wrong(&format!("{param}[{j}].text"), "a string", other.unwrap_or(&Value::Null)))
+                            return Err(wrong(
+                                &format!("{param}[{j}].text"),
+                                "a string",
+                                other.unwrap_or(&Value::Null),
+                            ))
                         }
                     },
                     Some(_) => {}
@@ -112,7 +154,11 @@ fn content_text(i: usize, v: Option<&Value>, role: &str, has_calls: bool) -> Res
             }
             Ok(out.join("\n"))
         }
-        Some(other) => Err(wrong(&param, "a string or an array of content parts", other)),
+        Some(other) => Err(wrong(
+            &param,
+            "a string or an array of content parts",
+            other,
+        )),
     }
 }
 
@@ -129,9 +175,14 @@ pub fn chat_request(body: &[u8]) -> Result<ParsedRequest, GatewayError> {
     let msgs = match raw.get("messages") {
         Some(Value::Array(a)) if !a.is_empty() => a,
         Some(Value::Array(_)) => {
-            return Err(GatewayError::invalid("messages", "`messages` must contain at least one message"))
+            return Err(GatewayError::invalid(
+                "messages",
+                "`messages` must contain at least one message",
+            ))
         }
-        None | Some(Value::Null) => return Err(GatewayError::invalid("messages", "`messages` is required")),
+        None | Some(Value::Null) => {
+            return Err(GatewayError::invalid("messages", "`messages` is required"))
+        }
         Some(v) => return Err(wrong("messages", "an array", v)),
     };
     let mut messages = Vec::with_capacity(msgs.len());
@@ -144,11 +195,17 @@ pub fn chat_request(body: &[u8]) -> Result<ParsedRequest, GatewayError> {
             Some(Value::String(r)) => {
                 return Err(GatewayError::invalid(
                     &format!("messages[{i}].role"),
-                    format!("`messages[{i}].role` `{r}` is not one of {}", ROLES.join(", ")),
+                    format!(
+                        "`messages[{i}].role` `{r}` is not one of {}",
+                        ROLES.join(", ")
+                    ),
                 ))
             }
             None | Some(Value::Null) => {
-                return Err(GatewayError::invalid(&format!("messages[{i}].role"), format!("`messages[{i}].role` is required")))
+                return Err(GatewayError::invalid(
+                    &format!("messages[{i}].role"),
+                    format!("`messages[{i}].role` is required"),
+                ))
             }
             Some(v) => return Err(wrong(&format!("messages[{i}].role"), "a string", v)),
         };
@@ -160,7 +217,12 @@ pub fn chat_request(body: &[u8]) -> Result<ParsedRequest, GatewayError> {
     let include_usage = match field(&raw, "stream_options") {
         None => false,
         Some(Value::Object(o)) => opt_bool(o, "include_usage")
-            .map_err(|_| GatewayError::invalid("stream_options.include_usage", "`stream_options.include_usage` must be a boolean"))?
+            .map_err(|_| {
+                GatewayError::invalid(
+                    "stream_options.include_usage",
+                    "`stream_options.include_usage` must be a boolean",
+                )
+            })?
             .unwrap_or(false),
         Some(v) => return Err(wrong("stream_options", "an object", v)),
     };
@@ -169,7 +231,11 @@ pub fn chat_request(body: &[u8]) -> Result<ParsedRequest, GatewayError> {
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(a)) => a
             .iter()
-            .map(|s| s.as_str().map(str::to_string).ok_or_else(|| wrong("stop", "a string or an array of strings", s)))
+            .map(|s| {
+                s.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| wrong("stop", "a string or an array of strings", s))
+            })
             .collect::<Result<_, _>>()?,
         Some(v) => return Err(wrong("stop", "a string or an array of strings", v)),
     };
@@ -201,9 +267,12 @@ pub fn chat_request(body: &[u8]) -> Result<ParsedRequest, GatewayError> {
         stop,
         seed,
         n: opt_uint(&raw, "n", 1)?.unwrap_or(1),
-        has_tools: tools.and_then(Value::as_array).is_some_and(|a| !a.is_empty())
+        has_tools: tools
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
             || field(&raw, "functions").is_some(),
-        logprobs: opt_bool(&raw, "logprobs")?.unwrap_or(false) || field(&raw, "top_logprobs").is_some(),
+        logprobs: opt_bool(&raw, "logprobs")?.unwrap_or(false)
+            || field(&raw, "top_logprobs").is_some(),
         messages,
         raw,
     })
@@ -238,15 +307,39 @@ mod tests {
             (r#"{"model":"m"}"#, "`messages`"),
             (r#"{"model":"m","messages":[]}"#, "at least one"),
             (r#"{"model":"m","messages":"hi"}"#, "`messages`"),
-            (r#"{"model":3,"messages":[{"role":"user","content":"x"}]}"#, "`model`"),
-            (r#"{"model":"m","messages":[{"role":"boss","content":"x"}]}"#, "role"),
+            (
+                r#"{"model":3,"messages":[{"role":"user","content":"x"}]}"#,
+                "`model`",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"boss","content":"x"}]}"#,
+                "role",
+            ),
             (r#"{"model":"m","messages":[{"role":"user"}]}"#, "content"),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#, "`stream`"),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#, "temperature"),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":3}"#, "temperature"),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":-1}"#, "max_tokens"),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":0}"#, "max_tokens"),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stop":[1]}"#, "stop"),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#,
+                "`stream`",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#,
+                "temperature",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":3}"#,
+                "temperature",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":-1}"#,
+                "max_tokens",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":0}"#,
+                "max_tokens",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stop":[1]}"#,
+                "stop",
+            ),
         ] {
             let e = err(body);
             assert_eq!(e.status(), 400, "{body}");

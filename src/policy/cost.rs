@@ -51,11 +51,20 @@ mod tests {
 
     #[test]
     fn list_prices() {
-        let u = Usage { prompt_tokens: 1000, completion_tokens: 500 };
+        let u = Usage {
+            prompt_tokens: 1000,
+            completion_tokens: 500,
+        };
         // gpt-4o-mini: 1000 * 0.15/1e6 + 500 * 0.60/1e6 = 0.00015 + 0.0003
         assert_eq!(cost(&m("0.15", "0.60"), u).to_string(), "0.00045");
-        assert_eq!(savings(Decimal::ZERO, Some(&m("2.50", "10")), u).to_string(), "0.0075");
-        assert_eq!(savings(Decimal::ONE, Some(&m("2.50", "10")), u), Decimal::ZERO);
+        assert_eq!(
+            savings(Decimal::ZERO, Some(&m("2.50", "10")), u).to_string(),
+            "0.0075"
+        );
+        assert_eq!(
+            savings(Decimal::ONE, Some(&m("2.50", "10")), u),
+            Decimal::ZERO
+        );
         assert_eq!(savings(Decimal::ZERO, None, u), Decimal::ZERO);
     }
 

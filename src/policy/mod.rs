@@ -100,23 +100,37 @@ pub fn decide(p: &Policy, requested: &Requested, score: f64, category: &str) -> 
         Requested::Model(t) => (
             "direct".to_string(),
             t.clone(),
-            p.fallbacks.get(&t.to_string()).map(Vec::as_slice).unwrap_or(&[]),
+            p.fallbacks
+                .get(&t.to_string())
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
         ),
         Requested::Route(name) => {
             // validate() guarantees the route exists, has tiers and ends in a catch-all.
             let Some(r) = p.routes.get(name) else {
-                return RouteDecision { route: name.clone(), targets: vec![] };
+                return RouteDecision {
+                    route: name.clone(),
+                    targets: vec![],
+                };
             };
             let tier = r.tiers.iter().find(|t| {
                 t.min_score.is_none_or(|lo| score >= lo)
                     && t.max_score.is_none_or(|hi| score < hi)
-                    && t.categories.as_ref().is_none_or(|cs| cs.iter().any(|c| c == category))
+                    && t.categories
+                        .as_ref()
+                        .is_none_or(|cs| cs.iter().any(|c| c == category))
             });
             let Some(tier) = tier.or(r.tiers.last()) else {
-                return RouteDecision { route: name.clone(), targets: vec![] };
+                return RouteDecision {
+                    route: name.clone(),
+                    targets: vec![],
+                };
             };
             let Some(t) = Target::parse(&tier.target) else {
-                return RouteDecision { route: name.clone(), targets: vec![] };
+                return RouteDecision {
+                    route: name.clone(),
+                    targets: vec![],
+                };
             };
             (format!("{name}:{}", tier.name), t, r.fallbacks.as_slice())
         }
@@ -184,7 +198,10 @@ fallbacks:
         assert_eq!(d.targets[0].model, "small");
         let big = idx.resolve("cloud/big").expect("qualified").clone();
         let d = decide(&p, &big, 0.0, "chat");
-        assert_eq!(d.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>(), ["cloud/big", "cloud/small"]);
+        assert_eq!(
+            d.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+            ["cloud/big", "cloud/small"]
+        );
         assert!(idx.resolve("nope").is_none());
     }
 

@@ -14,7 +14,9 @@ pub fn validate(p: &Policy) -> Result<(), String> {
         ));
     }
     if p.backends.is_empty() {
-        errors.push("`backends`: no backend defined; add at least one (kind: openai or local)".into());
+        errors.push(
+            "`backends`: no backend defined; add at least one (kind: openai or local)".into(),
+        );
     }
     if p.server.max_body_bytes < 1024 {
         errors.push("`server.max_body_bytes`: must be at least 1024".into());
@@ -25,7 +27,11 @@ pub fn validate(p: &Policy) -> Result<(), String> {
         ids.insert(name.clone(), format!("routes.{name}"));
     }
     for (bname, b) in &p.backends {
-        if bname.is_empty() || !bname.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if bname.is_empty()
+            || !bname
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             errors.push(format!(
                 "`backends.{bname}`: backend names use letters, digits, '-' and '_' only"
             ));
@@ -48,15 +54,17 @@ pub fn validate(p: &Policy) -> Result<(), String> {
         }
     }
     let check_target = |field: &str, t: &str, errors: &mut Vec<String>| match Target::parse(t) {
-        Some(tg) if p.backends.get(&tg.backend).is_some_and(|b| b.models().contains_key(&tg.model)) => {}
+        Some(tg)
+            if p.backends
+                .get(&tg.backend)
+                .is_some_and(|b| b.models().contains_key(&tg.model)) => {}
         _ => errors.push(format!(
             "`{field}`: `{t}` is not a configured `backend/model`; use one of: {}",
             all_targets(p).join(", ")
         )),
     };
-    match &p.reference_model {
-        Some(r) => check_target("reference_model", r, &mut errors),
-        None => {}
+    if let Some(r) = &p.reference_model {
+        check_target("reference_model", r, &mut errors);
     }
     for (rname, r) in &p.routes {
         if r.tiers.is_empty() {
@@ -74,7 +82,9 @@ pub fn validate(p: &Policy) -> Result<(), String> {
             }
             if let (Some(lo), Some(hi)) = (t.min_score, t.max_score) {
                 if lo >= hi {
-                    errors.push(format!("`{f}`: min_score {lo} must be below max_score {hi}"));
+                    errors.push(format!(
+                        "`{f}`: min_score {lo} must be below max_score {hi}"
+                    ));
                 }
             }
             for c in t.categories.iter().flatten() {
@@ -130,15 +140,21 @@ fn check_backend(bname: &str, b: &BackendConfig, errors: &mut Vec<String>) {
             }
             let t = &c.timeouts;
             if t.connect_ms == 0 || t.first_byte_ms == 0 || t.idle_ms == 0 || t.total_ms == 0 {
-                errors.push(format!("`backends.{bname}.timeouts`: every timeout must be > 0 ms"));
+                errors.push(format!(
+                    "`backends.{bname}.timeouts`: every timeout must be > 0 ms"
+                ));
             }
             if c.models.is_empty() {
-                errors.push(format!("`backends.{bname}.models`: list at least one model with its prices"));
+                errors.push(format!(
+                    "`backends.{bname}.models`: list at least one model with its prices"
+                ));
             }
         }
         BackendConfig::Local(c) => {
             if c.gguf.trim().is_empty() {
-                errors.push(format!("`backends.{bname}.gguf`: give the path of a GGUF file"));
+                errors.push(format!(
+                    "`backends.{bname}.gguf`: give the path of a GGUF file"
+                ));
             }
             if c.models.len() != 1 {
                 errors.push(format!(
@@ -147,7 +163,9 @@ fn check_backend(bname: &str, b: &BackendConfig, errors: &mut Vec<String>) {
                 ));
             }
             if c.max_queue == 0 || c.max_batch == 0 {
-                errors.push(format!("`backends.{bname}`: max_queue and max_batch must be >= 1"));
+                errors.push(format!(
+                    "`backends.{bname}`: max_queue and max_batch must be >= 1"
+                ));
             }
         }
     }

@@ -17,10 +17,16 @@ pub const SECRET: &str = "sk-upstream-secret-do-not-leak";
 
 pub fn state(yaml: &str, env: &[(&str, &str)]) -> Arc<AppState> {
     let policy = Policy::from_yaml(yaml).expect("policy");
-    let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     AppState::new(
         policy,
-        StateOptions { env: Box::new(move |k| env.get(k).cloned()), models_dir: models_dir() },
+        StateOptions {
+            env: Box::new(move |k| env.get(k).cloned()),
+            models_dir: models_dir(),
+        },
     )
     .expect("state")
 }
@@ -42,13 +48,20 @@ impl Reply {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
     pub fn header(&self, name: &str) -> String {
-        self.headers.get(name).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
     }
     /// `data:` payloads of an SSE body, `[DONE]` included.
     pub fn sse_data(&self) -> Vec<String> {
         self.body
             .split("\n\n")
-            .filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("data: ")).map(str::to_string))
+            .filter_map(|ev| {
+                ev.lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .map(str::to_string)
+            })
             .collect()
     }
 }
@@ -58,7 +71,11 @@ pub async fn send(app: &Router, req: Request<Body>) -> Reply {
     let status = resp.status();
     let headers = resp.headers().clone();
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    Reply { status, headers, body: String::from_utf8_lossy(&bytes).into_owned() }
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
 }
 
 pub fn post_json(path: &str, body: &serde_json::Value) -> Request<Body> {
