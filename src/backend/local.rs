@@ -142,6 +142,7 @@ impl LocalBackend {
             let state = match tokio::spawn(async move { builder.build().await }).await {
                 Ok(Ok(model)) => {
                     let ctx = model.max_sequence_length().ok().flatten();
+                    warm_up(&model).await;
                     tracing::info!(backend = %bname, file = %shown, ctx, secs = t0.elapsed().as_secs_f64(), "local model loaded");
                     LoadState::Ready(Arc::new(Loaded { model, ctx }))
                 }
@@ -337,6 +338,29 @@ impl LocalBackend {
             },
             upstream_wait: started.elapsed(),
         })
+    }
+}
+
+/// One tiny generation at load: it exercises the kernels once and leaves the
+/// chat template's fixed prefix (its default system prompt) in mistral.rs's
+/// prefix cache, so the first real request only prefills its own tokens.
+async fn warm_up(model: &Model) {
+    let req = RequestBuilder::new()
+        .add_message(TextMessageRole::User, "hi")
+        .set_sampling(SamplingParams {
+            max_len: Some(1),
+            ..SamplingParams::deterministic()
+        });
+    if let Ok(mut s) = model.stream_chat_request(req).await {
+        while let Some(r) = s.next().await {
+            if let Response::Chunk(c) = &r {
+                if c.choices.iter().any(|x| x.finish_reason.is_some()) {
+                    break;
+                }
+            } else {
+                break;
+            }
+        }
     }
 }
 

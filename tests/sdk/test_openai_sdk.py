@@ -24,7 +24,7 @@ from conftest import MOCK_FAIL_401, MOCK_USAGE, Gateway, MockUpstream, mock_repl
 
 UPSTREAM_KEY = "upstream-secret-key"
 CLIENT_KEY = "client-key"
-LOCAL_GGUF = "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+LOCAL_GGUF = "smollm2/SmolLM2-135M-Instruct.Q8_0.gguf"
 DEFAULT_POLICY_MODELS = {"auto", "gpt-4o-mini", "gpt-4o", "local", "smollm2-135m-instruct"}
 
 
