@@ -190,11 +190,30 @@ impl Default for Retries {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
 pub struct TriageConfig {
-    #[serde(default)]
     pub kind: TriageKind,
+    /// MiniLM files (`model.safetensors`, `tokenizer.json`, `config.json`);
+    /// relative paths resolve against the models dir. Default `minilm`.
+    pub encoder_dir: String,
+    /// Triage results cached by a hash of the normalised conversation.
+    pub cache_size: u64,
+    pub cache_ttl_secs: u64,
+    /// Encoder runs at once, on the blocking pool (never on the async workers).
+    pub max_concurrency: usize,
+}
+
+impl Default for TriageConfig {
+    fn default() -> Self {
+        Self {
+            kind: TriageKind::Features,
+            encoder_dir: "minilm".into(),
+            cache_size: 10_000,
+            cache_ttl_secs: 3_600,
+            max_concurrency: 2,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -203,6 +222,8 @@ pub enum TriageKind {
     /// Transparent features-based scorer (length, code, math, question words).
     #[default]
     Features,
+    /// all-MiniLM-L6-v2 embeddings + the trained head (`src/classifier/head.json`).
+    Model,
 }
 
 #[derive(Debug, Clone, Deserialize)]

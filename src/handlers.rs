@@ -84,7 +84,7 @@ async fn chat_inner(
     if state.policy.server.log_prompts {
         tracing::debug!(messages = ?parsed.messages, "prompt");
     }
-    let tri = triage::run(state, &parsed.messages);
+    let tri = triage::run(state, &parsed.messages).await;
     let decision = policy::decide(&state.policy, &requested, tri.score, tri.category);
     let route_label = match &requested {
         Requested::Route(_) => decision.route.clone(),
@@ -141,6 +141,56 @@ async fn chat_inner(
     };
     *resp.status_mut() = StatusCode::OK;
     Ok(resp)
+}
+
+/// The triage verdict and the route the policy would take — nothing is sent upstream.
+pub async fn explain(
+    state: &AppState,
+    messages: &[crate::api::openai::ChatMessage],
+    model: &str,
+) -> Result<serde_json::Value, GatewayError> {
+    let requested = state
+        .index
+        .resolve(model)
+        .cloned()
+        .ok_or_else(|| GatewayError::ModelNotFound(model.to_string()))?;
+    let tri = triage::run(state, messages).await;
+    let d = policy::decide(&state.policy, &requested, tri.score, tri.category);
+    Ok(serde_json::json!({
+        "score": tri.score,
+        "category": tri.category,
+        "route": d.route,
+        "target": d.targets.first().map(|t| t.to_string()),
+        "fallbacks": d.targets.iter().skip(1).map(|t| t.to_string()).collect::<Vec<_>>(),
+        "triage": state.triage.name(),
+    }))
+}
+
+/// `POST /v1/triage`: `{"prompt": "..."}` or `{"messages": [...]}`, optional `model` (default `auto`).
+pub async fn triage_dry_run(State(state): AppRef, req: Request) -> Response {
+    let run = async {
+        parse::check_content_type(req.headers())?;
+        let (_, body) = read_body(&state, req).await?;
+        let mut obj = parse::json_object(&body)?;
+        if let Some(p) = obj.remove("prompt") {
+            let p = p
+                .as_str()
+                .ok_or_else(|| GatewayError::invalid("prompt", "`prompt` must be a string"))?
+                .to_string();
+            obj.insert(
+                "messages".into(),
+                serde_json::json!([{"role": "user", "content": p}]),
+            );
+        }
+        obj.entry("model")
+            .or_insert_with(|| serde_json::Value::String("auto".into()));
+        let parsed = parse::chat_request(&serde_json::to_vec(&obj).unwrap_or_default())?;
+        explain(&state, &parsed.messages, &parsed.model).await
+    };
+    match run.await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 pub async fn models(State(state): AppRef) -> Response {

@@ -4,6 +4,7 @@ pub mod api;
 pub mod backend;
 pub mod classifier;
 pub mod cli;
+pub mod cli_triage;
 pub mod config;
 pub mod error;
 pub mod fetch;
@@ -27,6 +28,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     let router = Router::new()
         .route("/v1/chat/completions", post(handlers::chat_completions))
         .route("/v1/models", get(handlers::models))
+        .route("/v1/triage", post(handlers::triage_dry_run))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))

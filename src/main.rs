@@ -28,6 +28,32 @@ enum Cmd {
         #[arg(long)]
         policy: PathBuf,
     },
+    /// Score a prompt and show the route the policy would take (a dry run).
+    Triage {
+        prompt: String,
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Train the triage head (writes e.g. src/classifier/head.json).
+    Train {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Evaluate triage on labelled prompts (--data) or RouteLLM outcomes (--outcomes).
+    Eval {
+        #[arg(long, required_unless_present = "outcomes")]
+        data: Option<PathBuf>,
+        #[arg(long)]
+        outcomes: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage the local model files.
     Models {
         #[command(subcommand)]
@@ -47,21 +73,32 @@ enum ModelsCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let rt = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the runtime: {e}"))
+    };
     let result = match cli.cmd {
         Cmd::Serve { policy, listen } => {
             slmgate::telemetry::init();
-            match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt.block_on(slmgate::cli::serve(policy, listen)),
-                Err(e) => Err(format!("cannot start the runtime: {e}")),
-            }
+            rt().and_then(|rt| rt.block_on(slmgate::cli::serve(policy, listen)))
         }
         Cmd::Check { policy } => slmgate::cli::check(&policy).map(|msg| println!("{msg}")),
         Cmd::Models {
             cmd: ModelsCmd::Fetch { dir },
         } => slmgate::cli::models_fetch(dir),
+        Cmd::Triage {
+            prompt,
+            policy,
+            json,
+        } => rt().and_then(|rt| rt.block_on(slmgate::cli_triage::triage(policy, prompt, json))),
+        Cmd::Train { data, out, seed } => slmgate::cli_triage::train(&data, &out, seed),
+        Cmd::Eval {
+            data,
+            outcomes,
+            json,
+        } => slmgate::cli_triage::eval(data, outcomes, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,7 @@
 //! AppState: everything a request needs, built once from a validated policy.
 
 use crate::backend::{local::LocalBackend, openai::OpenAiBackend, Backend};
-use crate::classifier::{features::FeatureTriage, Triage};
+use crate::classifier::{features::FeatureTriage, model::ModelTriage, Triage, TriageResult};
 use crate::config::{BackendConfig, ModelConfig, Policy, TriageKind};
 use crate::metrics::Metrics;
 use crate::policy::{ModelIndex, Target};
@@ -13,6 +13,10 @@ pub struct AppState {
     pub policy: Arc<Policy>,
     pub index: ModelIndex,
     pub triage: Arc<dyn Triage>,
+    /// Triage results by hash of the normalised conversation.
+    pub triage_cache: moka::future::Cache<u64, TriageResult>,
+    /// Bounds encoder runs on the blocking pool.
+    pub triage_permits: Arc<tokio::sync::Semaphore>,
     pub backends: HashMap<String, Arc<Backend>>,
     pub metrics: Arc<Metrics>,
 }
@@ -24,6 +28,8 @@ pub type EnvLookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 pub struct StateOptions {
     pub env: EnvLookup,
     pub models_dir: PathBuf,
+    /// Load local models (false for dry-run commands such as `slmgate triage`).
+    pub start_local: bool,
 }
 
 impl StateOptions {
@@ -32,6 +38,7 @@ impl StateOptions {
         Self {
             env: Box::new(|k| std::env::var(k).ok()),
             models_dir: models_dir(),
+            start_local: true,
         }
     }
 }
@@ -41,6 +48,20 @@ pub fn models_dir() -> PathBuf {
     std::env::var_os("SLMGATE_MODELS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("models"))
+}
+
+/// The policy's triage; a missing encoder is a startup error that says how to fix it.
+pub fn build_triage(
+    policy: &Policy,
+    models_dir: &std::path::Path,
+) -> Result<Arc<dyn Triage>, String> {
+    Ok(match policy.triage.kind {
+        TriageKind::Features => Arc::new(FeatureTriage),
+        TriageKind::Model => {
+            let dir = models_dir.join(&policy.triage.encoder_dir);
+            Arc::new(ModelTriage::load(&dir).map_err(|e| format!("triage encoder: {e}"))?)
+        }
+    })
 }
 
 impl AppState {
@@ -63,10 +84,16 @@ impl AppState {
             };
             backends.insert(name.clone(), Arc::new(b));
         }
-        let triage: Arc<dyn Triage> = match policy.triage.kind {
-            TriageKind::Features => Arc::new(FeatureTriage),
-        };
+        let triage = build_triage(&policy, &opts.models_dir)?;
+        let t = &policy.triage;
+        let triage_cache = moka::future::Cache::builder()
+            .max_capacity(t.cache_size)
+            .time_to_live(std::time::Duration::from_secs(t.cache_ttl_secs.max(1)))
+            .build();
+        let triage_permits = Arc::new(tokio::sync::Semaphore::new(t.max_concurrency.max(1)));
         Ok(Arc::new(AppState {
+            triage_cache,
+            triage_permits,
             index: ModelIndex::new(&policy),
             policy: Arc::new(policy),
             triage,

@@ -349,6 +349,7 @@ fn missing_or_corrupt_gguf_is_a_clear_startup_error() {
                 slmgate::state::StateOptions {
                     env: Box::new(|_| None),
                     models_dir: models_dir(),
+                    start_local: true,
                 },
             )
             .err()

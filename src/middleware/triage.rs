@@ -1,17 +1,57 @@
-//! Triage stage: score and categorise the request, and record the metrics.
+//! Triage stage: score and categorise the request, off the async runtime,
+//! cached by a hash of the normalised conversation, with metrics.
 
 use crate::api::openai::ChatMessage;
-use crate::classifier::TriageResult;
+use crate::classifier::{features::FeatureTriage, Triage, TriageResult};
 use crate::state::AppState;
+use std::hash::{Hash, Hasher};
 use std::time::Instant;
 
-pub fn run(state: &AppState, messages: &[ChatMessage]) -> TriageResult {
+/// Hash of roles and whitespace-collapsed, lower-cased texts.
+pub fn cache_key(messages: &[ChatMessage]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for m in messages {
+        m.role.hash(&mut h);
+        for w in m.text.split_whitespace() {
+            for c in w.chars().flat_map(char::to_lowercase) {
+                c.hash(&mut h);
+            }
+            ' '.hash(&mut h);
+        }
+        0u8.hash(&mut h);
+    }
+    h.finish()
+}
+
+pub async fn run(state: &AppState, messages: &[ChatMessage]) -> TriageResult {
     let t0 = Instant::now();
-    let r = state.triage.triage(messages);
-    state
-        .metrics
-        .triage_duration
-        .observe(t0.elapsed().as_secs_f64());
-    state.metrics.triage_score.observe(r.score);
+    let key = cache_key(messages);
+    let m = &state.metrics;
+    let r = if let Some(hit) = state.triage_cache.get(&key).await {
+        m.cache.with_label_values(&["triage", "hit"]).inc();
+        hit
+    } else {
+        m.cache.with_label_values(&["triage", "miss"]).inc();
+        let r = compute(state, messages).await;
+        state.triage_cache.insert(key, r.clone()).await;
+        r
+    };
+    m.triage_duration.observe(t0.elapsed().as_secs_f64());
+    m.triage_score.observe(r.score);
     r
+}
+
+async fn compute(state: &AppState, messages: &[ChatMessage]) -> TriageResult {
+    let Ok(_permit) = state.triage_permits.acquire().await else {
+        return FeatureTriage.triage(messages);
+    };
+    let triage = state.triage.clone();
+    let msgs = messages.to_vec();
+    match tokio::task::spawn_blocking(move || triage.triage(&msgs)).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "triage task failed; using features-based triage");
+            FeatureTriage.triage(messages)
+        }
+    }
 }

@@ -26,6 +26,7 @@ pub fn state(yaml: &str, env: &[(&str, &str)]) -> Arc<AppState> {
         StateOptions {
             env: Box::new(move |k| env.get(k).cloned()),
             models_dir: models_dir(),
+            start_local: true,
         },
     )
     .expect("state")

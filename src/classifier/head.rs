@@ -1,0 +1,101 @@
+//! The trained head: standardised [MiniLM embedding, cheap features] ->
+//! logistic `P(hard)` and a softmax over categories. Weights live in
+//! `src/classifier/head.json` (committed, compiled in), written by `slmgate train`.
+
+use super::features;
+use crate::api::openai::ChatMessage;
+use serde::{Deserialize, Serialize};
+
+/// Names of the cheap features, in input order (after the embedding).
+pub const FEATURES: &[&str] = &[
+    "ln_user_tokens",
+    "ln_total_chars",
+    "turns",
+    "has_system",
+    "code",
+    "math_density",
+    "reasoning_words",
+    "constraints",
+    "ln_lines",
+    "questions",
+];
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HeadFile {
+    pub version: u32,
+    pub encoder: String,
+    pub seed: u64,
+    pub l2: f32,
+    pub epochs: usize,
+    pub n_train: usize,
+    pub features: Vec<String>,
+    pub categories: Vec<String>,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    pub hard_w: Vec<f32>,
+    pub hard_b: f32,
+    /// categories × dims
+    pub cat_w: Vec<Vec<f32>>,
+    pub cat_b: Vec<f32>,
+}
+
+/// Cheap features of a conversation; `user_tokens` from the encoder's tokenizer.
+pub fn cheap_features(messages: &[ChatMessage], user_tokens: usize) -> Vec<f32> {
+    let f = features::features(messages);
+    let text = super::last_user_text(messages);
+    vec![
+        (1.0 + user_tokens as f32).ln(),
+        (1.0 + messages.iter().map(|m| m.text.len()).sum::<usize>() as f32).ln(),
+        f.turns.min(10) as f32,
+        messages
+            .iter()
+            .any(|m| m.role == "system" || m.role == "developer") as u8 as f32,
+        f.code as u8 as f32,
+        f.math_density as f32,
+        f.reasoning_words.min(3) as f32,
+        f.constraints.min(10) as f32,
+        (1.0 + text.lines().count() as f32).ln(),
+        text.matches('?').count().min(5) as f32,
+    ]
+}
+
+/// Round to a 1e-4 grid so tiny float differences between machines (thread
+/// splits in the matmul) cannot change the trained weights.
+pub fn quantise(v: &mut [f32]) {
+    v.iter_mut().for_each(|x| *x = (*x * 1e4).round() / 1e4);
+}
+
+pub fn sigmoid(z: f32) -> f32 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+impl HeadFile {
+    pub fn standardise(&self, x: &[f32]) -> Vec<f32> {
+        x.iter()
+            .zip(self.mean.iter().zip(&self.std))
+            .map(|(v, (m, s))| (v - m) / s)
+            .collect()
+    }
+
+    /// `P(hard)` and the category for a raw input vector.
+    pub fn predict(&self, x: &[f32]) -> (f32, usize) {
+        let z = self.standardise(x);
+        let dot = |w: &[f32]| w.iter().zip(&z).map(|(a, b)| a * b).sum::<f32>();
+        let p = sigmoid(dot(&self.hard_w) + self.hard_b);
+        let cat = self
+            .cat_w
+            .iter()
+            .zip(&self.cat_b)
+            .map(|(w, b)| dot(w) + b)
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |best, (i, s)| {
+                if s > best.1 {
+                    (i, s)
+                } else {
+                    best
+                }
+            })
+            .0;
+        (p, cat)
+    }
+}
