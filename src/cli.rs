@@ -33,6 +33,19 @@ fn ensure_models(policy: &Policy, dir: &Path) -> Result<(), String> {
             }
         }
     }
+    if policy.triage.kind == crate::config::TriageKind::Model {
+        let enc = dir.join(&policy.triage.encoder_dir);
+        if !enc.join("model.safetensors").exists() {
+            if policy.triage.encoder_dir == "minilm" {
+                missing_fetchable = true;
+            } else {
+                return Err(format!(
+                    "triage encoder {} is missing; fix `triage.encoder_dir` or select `triage: {{kind: features}}`",
+                    enc.display()
+                ));
+            }
+        }
+    }
     if missing_fetchable {
         eprintln!(
             "slmgate: default models missing in {}; fetching them (one time)...",

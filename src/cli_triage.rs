@@ -27,16 +27,30 @@ fn progress(label: &str, i: usize, n: usize) {
     }
 }
 
-fn triage_all(t: &dyn Triage, examples: &[Example], label: &str) -> Vec<TriageResult> {
+/// Triage every example; also returns each call's latency in ms.
+fn triage_all(t: &dyn Triage, examples: &[Example], label: &str) -> (Vec<TriageResult>, Vec<f64>) {
     let n = examples.len();
-    examples
+    let mut ms = Vec::with_capacity(n);
+    let res = examples
         .iter()
         .enumerate()
         .map(|(i, e)| {
             progress(label, i + 1, n);
-            t.triage(&e.messages)
+            let t0 = std::time::Instant::now();
+            let r = t.triage(&e.messages);
+            ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+            r
         })
-        .collect()
+        .collect();
+    (res, ms)
+}
+
+fn percentile(v: &[f64], q: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s.get(((s.len() as f64 - 1.0) * q).round() as usize)
+        .copied()
+        .unwrap_or(0.0)
 }
 
 pub async fn triage(policy: Option<PathBuf>, prompt: String, json: bool) -> Result<(), String> {
@@ -71,10 +85,15 @@ pub async fn triage(policy: Option<PathBuf>, prompt: String, json: bool) -> Resu
     Ok(())
 }
 
+/// The uncertainty band of the fast head inside which the full head decides.
+pub const BAND: [f32; 2] = [0.1, 0.9];
+
 pub fn train(data: &Path, out: &Path, seed: u64) -> Result<(), String> {
+    use crate::classifier::head::HeadsFile;
+    use crate::classifier::model::{fast_input, full_input};
     let examples = read_jsonl(data)?;
     let encoder = crate::classifier::encoder::Encoder::load(&encoder_dir())?;
-    let mut xs = Vec::new();
+    let (mut fast, mut full) = (Vec::new(), Vec::new());
     let (mut hard, mut cats) = (Vec::new(), Vec::new());
     let n = examples.len();
     for (i, e) in examples.iter().enumerate() {
@@ -86,18 +105,33 @@ pub fn train(data: &Path, out: &Path, seed: u64) -> Result<(), String> {
             .category
             .as_deref()
             .and_then(|c| CATEGORIES.iter().position(|k| *k == c));
-        xs.push(ModelTriage::input(&encoder, &e.messages)?);
+        let (x, ids) = fast_input(&encoder, &e.messages);
+        full.push(full_input(&encoder, &x, &ids)?);
+        fast.push(x);
         hard.push(h);
         cats.push(c.unwrap_or(0));
     }
-    let head = fit(&xs, &hard, &cats, seed);
-    let text = serde_json::to_string(&head).map_err(|e| e.to_string())? + "\n";
+    let heads = HeadsFile {
+        version: 2,
+        encoder: "all-MiniLM-L6-v2".into(),
+        seed,
+        band: BAND,
+        fast: fit(&fast, &hard, &cats, seed, &["static", "features"]),
+        full: fit(
+            &full,
+            &hard,
+            &cats,
+            seed,
+            &["contextual", "static", "features"],
+        ),
+    };
+    let text = serde_json::to_string(&heads).map_err(|e| e.to_string())? + "\n";
     std::fs::write(out, text).map_err(|e| format!("{}: {e}", out.display()))?;
     eprintln!(
-        "wrote {} (n={}, l2={}, seed={seed})",
+        "wrote {} (n={n}, l2 fast={} full={}, seed={seed})",
         out.display(),
-        head.n_train,
-        head.l2
+        heads.fast.l2,
+        heads.full.l2
     );
     Ok(())
 }
@@ -113,7 +147,7 @@ pub fn eval(data: Option<PathBuf>, outcomes: Option<PathBuf>, json: bool) -> Res
             ));
         }
         let hard: Vec<bool> = ex.iter().map(|e| e.hard.unwrap_or(false)).collect();
-        let res = triage_all(&model, &ex, "triage");
+        let (res, ms) = triage_all(&model, &ex, "triage");
         let scores: Vec<f64> = res.iter().map(|r| r.score).collect();
         let predicted: Vec<&str> = res.iter().map(|r| r.category).collect();
         let length: Vec<f64> = ex
@@ -130,12 +164,21 @@ pub fn eval(data: Option<PathBuf>, outcomes: Option<PathBuf>, json: bool) -> Res
             ("features", features),
         ];
         let cats: Vec<Option<String>> = ex.iter().map(|e| e.category.clone()).collect();
-        let report = data_report(&scores, &hard, &cats, &predicted, &baselines);
+        let mut report = data_report(&scores, &hard, &cats, &predicted, &baselines);
+        let calls = model
+            .calls
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(1);
+        report["latency_ms_p50"] = serde_json::json!(percentile(&ms, 0.5));
+        report["latency_ms_p90"] = serde_json::json!(percentile(&ms, 0.9));
+        report["full_encoder_share"] = serde_json::json!(
+            model.full_calls.load(std::sync::atomic::Ordering::Relaxed) as f64 / calls as f64
+        );
         print_report(&report, json, print_data_table);
     }
     if let Some(path) = outcomes {
         let ex = read_jsonl(&path)?;
-        let res = triage_all(&model, &ex, "triage");
+        let (res, _) = triage_all(&model, &ex, "triage");
         let scores: Vec<f64> = res.iter().map(|r| r.score).collect();
         let raws: Vec<Value> = ex.into_iter().map(|e| e.raw).collect();
         let report = outcomes_report(&raws, &scores, 0);
@@ -164,6 +207,12 @@ fn print_data_table(v: &Value) {
         f(&v["accuracy"]),
         f(&v["auc"]),
         f(&v["category_accuracy"])
+    );
+    println!(
+        "contextual encoder needed for {:.1}% of prompts; triage latency p50 {:.2} ms, p90 {:.2} ms",
+        100.0 * f(&v["full_encoder_share"]),
+        f(&v["latency_ms_p50"]),
+        f(&v["latency_ms_p90"])
     );
     println!(
         "CPT(90%) {:.1}% cloud at score >= {:.3}   CPT(95%) {:.1}% cloud at score >= {:.3}",

@@ -7,7 +7,7 @@
 //!   when longer (instructions sit at the start, the actual question often at
 //!   the end), wrapped in [CLS] … [SEP];
 //! - contextual embedding: mean-pooled last hidden states, L2-normalised;
-//! - plus a *static* embedding of the whole turn (up to `STATIC_MAX` tokens):
+//! - a *static* embedding of the whole turn (up to `STATIC_MAX` tokens):
 //!   the mean of MiniLM's input word vectors, L2-normalised — it sees the
 //!   part the truncation dropped, at almost no cost.
 
@@ -107,7 +107,7 @@ impl Encoder {
     }
 
     /// Contextual embedding of already-selected ids (without [CLS]/[SEP]).
-    fn contextual(&self, ids: &[u32]) -> Result<Vec<f32>, String> {
+    pub fn contextual(&self, ids: &[u32]) -> Result<Vec<f32>, String> {
         let mut input = Vec::with_capacity(ids.len() + 2);
         input.push(self.cls);
         input.extend_from_slice(ids);
@@ -125,7 +125,7 @@ impl Encoder {
     }
 
     /// Mean of input word vectors over up to STATIC_MAX ids.
-    fn static_mean(&self, ids: &[u32]) -> Vec<f32> {
+    pub fn static_mean(&self, ids: &[u32]) -> Vec<f32> {
         let mut v = vec![0f32; DIM];
         let ids = &ids[..ids.len().min(STATIC_MAX)];
         for &id in ids {
@@ -138,12 +138,15 @@ impl Encoder {
         v
     }
 
-    /// [contextual(DIM), static(DIM)] for one user turn, plus its token count.
-    pub fn embed(&self, text: &str) -> Result<(Vec<f32>, usize), String> {
+    /// Static embedding of one user turn, with its token ids (for `contextual_of`).
+    pub fn static_embed(&self, text: &str) -> (Vec<f32>, Vec<u32>) {
         let ids = self.tokenize(text);
-        let mut out = self.contextual(&head_tail(&ids, HEAD, TAIL))?;
-        out.extend(self.static_mean(&ids));
-        Ok((out, ids.len()))
+        (self.static_mean(&ids), ids)
+    }
+
+    /// Contextual embedding of a turn's ids under the truncation rule.
+    pub fn contextual_of(&self, ids: &[u32]) -> Result<Vec<f32>, String> {
+        self.contextual(&head_tail(ids, HEAD, TAIL))
     }
 }
 

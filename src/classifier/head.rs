@@ -20,11 +20,23 @@ pub const FEATURES: &[&str] = &[
     "questions",
 ];
 
+/// Two heads in a cascade: `fast` sees [static embedding, features] (~0.3 ms);
+/// only when its `P(hard)` falls inside `band` does `full` run, which adds the
+/// contextual MiniLM embedding (~20 ms on 2 cores).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct HeadFile {
+pub struct HeadsFile {
     pub version: u32,
     pub encoder: String,
     pub seed: u64,
+    pub band: [f32; 2],
+    pub fast: HeadFile,
+    pub full: HeadFile,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HeadFile {
+    /// Input blocks in order: `contextual` (384), `static` (384), `features`.
+    pub inputs: Vec<String>,
     pub l2: f32,
     pub epochs: usize,
     pub n_train: usize,

@@ -7,7 +7,7 @@
 //! Inputs are rounded to 1e-4 first (see `head::quantise`), so the same data
 //! and seed give the same weights bit-for-bit.
 
-use super::head::{sigmoid, HeadFile, FEATURES};
+use super::head::{sigmoid, HeadFile};
 use crate::api::openai::ChatMessage;
 use crate::policy::CATEGORIES;
 use rand::seq::SliceRandom;
@@ -208,8 +208,8 @@ fn standardiser(xs: &[Vec<f32>]) -> (Vec<f32>, Vec<f32>) {
     (mean.iter().map(|m| *m as f32).collect(), std)
 }
 
-/// Fit the head. `xs` are raw inputs (embedding + features) for labelled examples.
-pub fn fit(xs: &[Vec<f32>], hard: &[bool], cats: &[usize], seed: u64) -> HeadFile {
+/// Fit one head. `xs` are raw inputs (the blocks named in `inputs`) for labelled examples.
+pub fn fit(xs: &[Vec<f32>], hard: &[bool], cats: &[usize], seed: u64, inputs: &[&str]) -> HeadFile {
     let (mean, std) = standardiser(xs);
     let zs: Vec<Vec<f32>> = xs
         .iter()
@@ -259,13 +259,14 @@ pub fn fit(xs: &[Vec<f32>], hard: &[bool], cats: &[usize], seed: u64) -> HeadFil
         })
         .unzip();
     HeadFile {
-        version: 1,
-        encoder: "all-MiniLM-L6-v2".into(),
-        seed,
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
         l2,
         epochs: EPOCHS,
         n_train: xs.len(),
-        features: FEATURES.iter().map(|s| s.to_string()).collect(),
+        features: super::head::FEATURES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         categories: CATEGORIES.iter().map(|s| s.to_string()).collect(),
         mean,
         std,
@@ -297,8 +298,12 @@ mod tests {
             .collect();
         let hard: Vec<bool> = xs.iter().map(|x| x[0] >= 5.0).collect();
         let cats: Vec<usize> = xs.iter().map(|x| if x[0] >= 5.0 { 9 } else { 0 }).collect();
-        let a = fit(&xs, &hard, &cats, 7);
-        assert_eq!(a, fit(&xs, &hard, &cats, 7), "same seed, same weights");
+        let a = fit(&xs, &hard, &cats, 7, &["features"]);
+        assert_eq!(
+            a,
+            fit(&xs, &hard, &cats, 7, &["features"]),
+            "same seed, same weights"
+        );
         let scores: Vec<f64> = xs.iter().map(|x| a.predict(x).0 as f64).collect();
         assert!(auc(&scores, &hard) > 0.99);
         assert_eq!(a.predict(&[9.0, 1.0]).1, 9);
