@@ -18,7 +18,7 @@ fn encoder_dir() -> PathBuf {
 /// Progress on stderr, on one line, only for terminals.
 fn progress(label: &str, i: usize, n: usize) {
     use std::io::IsTerminal;
-    if std::io::stderr().is_terminal() && (i % 50 == 0 || i == n) {
+    if std::io::stderr().is_terminal() && (i.is_multiple_of(50) || i == n) {
         eprint!("\r{label}: {i}/{n}");
         if i == n {
             eprintln!();

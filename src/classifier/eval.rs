@@ -81,8 +81,8 @@ pub fn data_report(
     let correct = |i: usize| (scores[i] >= 0.5) == hard[i];
     let accuracy = (0..n).filter(|&i| correct(i)).count() as f64 / n.max(1) as f64;
     let mut per_cat: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
-    for i in 0..n {
-        let c = categories[i].clone().unwrap_or_else(|| "unknown".into());
+    for (i, cat) in categories.iter().enumerate().take(n) {
+        let c = cat.clone().unwrap_or_else(|| "unknown".into());
         let e = per_cat.entry(c.clone()).or_default();
         e.0 += 1;
         e.1 += correct(i) as usize;
