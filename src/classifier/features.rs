@@ -166,6 +166,9 @@ impl Triage for FeatureTriage {
     fn name(&self) -> &'static str {
         "features"
     }
+    fn is_cheap(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

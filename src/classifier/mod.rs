@@ -22,6 +22,10 @@ pub trait Triage: Send + Sync {
     fn triage(&self, messages: &[ChatMessage]) -> TriageResult;
     /// Short name for logs and `/v1/triage` (e.g. `features`).
     fn name(&self) -> &'static str;
+    /// Cheap enough (microseconds) to run inline on the async runtime, uncached.
+    fn is_cheap(&self) -> bool {
+        false
+    }
 }
 
 /// The text triage looks at: the last user turn, the system prompt and a
