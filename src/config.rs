@@ -94,9 +94,13 @@ pub struct LocalConfig {
     /// Requests admitted at once (running + waiting); beyond it `on_full` applies.
     #[serde(default = "default_max_queue")]
     pub max_queue: usize,
-    /// Sequences mistral.rs batches together.
+    /// Sequences mistral.rs runs at once. 1 (serial) is fastest on CPU: measured,
+    /// mistral.rs's batching of unequal sequences costs more than it saves there.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// Finished sequences whose KV cache mistral.rs keeps for prefix reuse (0 = off).
+    #[serde(default = "default_prefix_cache")]
+    pub prefix_cache: usize,
     #[serde(default)]
     pub on_full: Overflow,
     /// What to do with parameters the local model cannot honour (tools, n>1, logprobs).
@@ -115,6 +119,9 @@ fn default_max_queue() -> usize {
     64
 }
 fn default_max_batch() -> usize {
+    1
+}
+fn default_prefix_cache() -> usize {
     16
 }
 fn default_retry_after() -> u64 {

@@ -169,7 +169,7 @@ async fn triage_endpoint_is_a_dry_run_and_routes_use_the_model() {
         .respond_with(ResponseTemplate::new(200).set_body_json(
             json!({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}),
         ))
-        .expect(1)
+        .expect(2)
         .mount(&server)
         .await;
     let url = format!("{}/v1", server.uri());

@@ -126,7 +126,7 @@ impl LocalBackend {
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let max_batch = cfg.max_batch;
+        let (max_batch, prefix_cache) = (cfg.max_batch, cfg.prefix_cache);
         let (bname, shown) = (name.to_string(), path.display().to_string());
         tokio::spawn(async move {
             let t0 = Instant::now();
@@ -137,7 +137,7 @@ impl LocalBackend {
                 .with_token_source(TokenSource::None)
                 .with_force_cpu()
                 .with_max_num_seqs(max_batch)
-                .with_prefix_cache_n(Some(16));
+                .with_prefix_cache_n((prefix_cache > 0).then_some(prefix_cache));
             // Some malformed files panic inside the loader: contain it in a task.
             let state = match tokio::spawn(async move { builder.build().await }).await {
                 Ok(Ok(model)) => {
