@@ -45,13 +45,9 @@ cmake_ok || missing+=(cmake)
 command -v ninja >/dev/null 2>&1 || missing+=(ninja-build)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)
-if [ "${#missing[@]}" -gt 0 ]; then
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  log "installing ${missing[*]} with apt-get"
-  $SUDO apt-get update
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-fi
+# shellcheck source=benches/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+apt_install ${missing[@]+"${missing[@]}"}
 cmake_ok || die "cmake >= 3.21 is needed (found: $(cmake --version 2>/dev/null | head -n1 || echo none))"
 python3 -m pip --version >/dev/null 2>&1 || die "python3 -m pip is needed (apt-get install python3-pip)"
 

@@ -82,44 +82,9 @@ SERVERS="$WORK/servers.jsonl" # one line per server: load and lifetime peak RSS
 : >"$SERVERS"
 PIDS=()
 
-# True while PID exists and is not a zombie (kill -0 succeeds on zombies).
-alive() {
-  local state
-  state="$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)" || return 1
-  [ -n "$state" ] && [ "$state" != "Z" ]
-}
-
-stop_pid() {
-  local pid=$1 i
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 100; i++)); do # up to 10 s, then SIGKILL
-    alive "$pid" || break
-    sleep 0.1
-  done
-  if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
-  wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  local pid
-  for pid in ${PIDS[@]+"${PIDS[@]}"}; do stop_pid "$pid"; done
-  if [ "$rc" -ne 0 ] && [ -n "${KEEP_WORK:-}" ]; then
-    log "keeping $WORK (logs) because KEEP_WORK is set"
-  else
-    rm -rf "$WORK"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-show_log() { # name file
-  log "---- last lines of $1 ($2) ----"
-  tail -n 40 "$2" >&2 2>/dev/null || true
-}
+# shellcheck source=benches/lib.sh
+. "$REPO/benches/lib.sh"
+install_traps
 
 # Poll URL until it answers 2xx; fail early if the process died.
 wait_ready() { # name url pid logfile timeout_s

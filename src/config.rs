@@ -99,6 +99,8 @@ pub struct LocalConfig {
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
     /// Finished sequences whose KV cache mistral.rs keeps for prefix reuse (0 = off).
+    /// Each holds a whole KV cache (~40 MB for a 300-token SmolLM2 sequence); every
+    /// chat shares the template's system-prompt prefix, so a few entries suffice.
     #[serde(default = "default_prefix_cache")]
     pub prefix_cache: usize,
     #[serde(default)]
@@ -122,7 +124,7 @@ fn default_max_batch() -> usize {
     1
 }
 fn default_prefix_cache() -> usize {
-    16
+    4
 }
 fn default_retry_after() -> u64 {
     1

@@ -79,7 +79,7 @@ async fn non_streamed_passes_through_with_headers_and_cost() {
     body["user"] = json!("u1");
     body["response_format"] = json!({"type": "json_object"});
     body["tools"] = json!([{"type": "function", "function": {"name": "f"}}]);
-    let r = send(&app, post_json("/v1/chat/completions", &body)).await;
+    let r = complete(&app, &body).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let v = r.json();
     assert_eq!(v["choices"][0]["message"]["content"], "hi there");
@@ -127,20 +127,13 @@ async fn upstream_name_and_auto_tiers() {
         .mount(&server)
         .await;
     let app = app_for(&server);
-    let r = send(
-        &app,
-        post_json(
-            "/v1/chat/completions",
-            &chat("auto", "What is the capital of Japan?"),
-        ),
-    )
-    .await;
+    let r = complete(&app, &chat("auto", "What is the capital of Japan?")).await;
     assert_eq!(r.header("x-slmgate-route"), "auto:simple");
     assert_eq!(r.json()["choices"][0]["message"]["content"], "small");
     let hard =
         "Prove step by step that there are infinitely many primes, then implement an algorithm \
                 in Rust that verifies it and analyze its complexity in detail.";
-    let r = send(&app, post_json("/v1/chat/completions", &chat("auto", hard))).await;
+    let r = complete(&app, &chat("auto", hard)).await;
     assert_eq!(
         r.header("x-slmgate-route"),
         "auto:hard",
@@ -181,7 +174,7 @@ async fn streams_strip_usage_unless_asked_and_meter_it() {
     let app = app_for(&server);
     let mut body = chat("gpt-4o-mini", "hello");
     body["stream"] = json!(true);
-    let r = send(&app, post_json("/v1/chat/completions", &body)).await;
+    let r = complete(&app, &body).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("content-type"), "text/event-stream");
     assert_eq!(r.header("x-slmgate-backend"), "openai");
@@ -207,7 +200,7 @@ async fn streams_strip_usage_unless_asked_and_meter_it() {
         .all(|c| c.get("usage").is_none_or(Value::is_null)));
 
     body["stream_options"] = json!({"include_usage": true});
-    let r = send(&app, post_json("/v1/chat/completions", &body)).await;
+    let r = complete(&app, &body).await;
     let data = r.sse_data();
     let usage: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
     assert_eq!(usage["usage"]["completion_tokens"], 3);
@@ -267,11 +260,7 @@ async fn failing_target_falls_back_with_header_and_metric() {
         .mount(&server)
         .await;
     let app = app_for(&server);
-    let r = send(
-        &app,
-        post_json("/v1/chat/completions", &chat("gpt-4o", "x")),
-    )
-    .await;
+    let r = complete(&app, &chat("gpt-4o", "x")).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("x-slmgate-model"), "gpt-4o-mini");
     assert!(
@@ -287,6 +276,20 @@ async fn failing_target_falls_back_with_header_and_metric() {
     assert!(
         m.contains(r#"slmgate_upstream_errors_total{backend="openai",kind="upstream_status"} 1"#)
     );
+}
+
+/// A fresh mock upstream that answers every request with `t`; one request through the gateway.
+async fn upstream_answers(t: ResponseTemplate) -> Reply {
+    let server = mock().await;
+    Mock::given(method("POST"))
+        .respond_with(t)
+        .mount(&server)
+        .await;
+    send(
+        &app_for(&server),
+        post_json("/v1/chat/completions", &chat("gpt-4o-mini", "x")),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -309,16 +312,7 @@ async fn upstream_errors_map_to_gateway_statuses() {
     assert_eq!(r.json()["error"]["message"], "bad tool schema");
 
     // 5xx on every attempt of every target: 502.
-    let server = mock().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(502))
-        .mount(&server)
-        .await;
-    let r = send(
-        &app_for(&server),
-        post_json("/v1/chat/completions", &chat("gpt-4o-mini", "x")),
-    )
-    .await;
+    let r = upstream_answers(ResponseTemplate::new(502)).await;
     assert_eq!(r.status, 502, "{}", r.body);
     assert!(r.json()["error"]["message"]
         .as_str()
@@ -326,16 +320,9 @@ async fn upstream_errors_map_to_gateway_statuses() {
         .contains("after 3 attempt"));
 
     // No response head within first_byte_ms: 504.
-    let server = mock().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_delay(std::time::Duration::from_secs(3)))
-        .mount(&server)
-        .await;
-    let r = send(
-        &app_for(&server),
-        post_json("/v1/chat/completions", &chat("gpt-4o-mini", "x")),
-    )
-    .await;
+    let r =
+        upstream_answers(ResponseTemplate::new(200).set_delay(std::time::Duration::from_secs(3)))
+            .await;
     assert_eq!(r.status, 504, "{}", r.body);
 
     // Nothing listening: connect errors are retried, then 502.
@@ -346,11 +333,7 @@ async fn upstream_errors_map_to_gateway_statuses() {
             ("TEST_OPENAI_URL", "http://127.0.0.1:9/v1"),
         ],
     ));
-    let r = send(
-        &app,
-        post_json("/v1/chat/completions", &chat("gpt-4o-mini", "x")),
-    )
-    .await;
+    let r = complete(&app, &chat("gpt-4o-mini", "x")).await;
     assert_eq!(r.status, 502, "{}", r.body);
     assert!(
         !r.body.contains(SECRET) && !r.body.contains("127.0.0.1"),
@@ -359,16 +342,7 @@ async fn upstream_errors_map_to_gateway_statuses() {
     );
 
     // The gateway's key rejected: 502 naming the env var, never the key.
-    let server = mock().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(401))
-        .mount(&server)
-        .await;
-    let r = send(
-        &app_for(&server),
-        post_json("/v1/chat/completions", &chat("gpt-4o-mini", "x")),
-    )
-    .await;
+    let r = upstream_answers(ResponseTemplate::new(401)).await;
     assert_eq!(r.status, 502);
     assert!(
         r.body.contains("TEST_OPENAI_KEY") && !r.body.contains(SECRET),
@@ -380,11 +354,7 @@ async fn upstream_errors_map_to_gateway_statuses() {
 #[tokio::test]
 async fn missing_key_is_503_naming_the_env_var() {
     let app = slmgate::app(state(&policy(""), &[]));
-    let r = send(
-        &app,
-        post_json("/v1/chat/completions", &chat("gpt-4o-mini", "x")),
-    )
-    .await;
+    let r = complete(&app, &chat("gpt-4o-mini", "x")).await;
     assert_eq!(r.status, 503);
     assert!(
         r.json()["error"]["message"]
@@ -416,7 +386,7 @@ async fn unavailable_backend_falls_back_to_another_backend() {
         "fallbacks: [openai/gpt-4o-mini, second/m2]",
     );
     let app = slmgate::app(state(&yaml, &[("SECOND_KEY", "other-key")]));
-    let r = send(&app, post_json("/v1/chat/completions", &chat("auto", "hi"))).await;
+    let r = complete(&app, &chat("auto", "hi")).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("x-slmgate-backend"), "second");
     assert!(
@@ -509,7 +479,7 @@ async fn bad_inputs_get_openai_errors() {
             .is_some_and(|m| !m.is_empty()));
         assert!(v["error"]["type"].is_string());
     }
-    let r = send(&app, post_json("/v1/chat/completions", &chat("nope", "x"))).await;
+    let r = complete(&app, &chat("nope", "x")).await;
     assert!(r.json()["error"]["message"]
         .as_str()
         .unwrap()

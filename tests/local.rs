@@ -81,12 +81,9 @@ fn local(prompt: &str, extra: Value) -> Value {
 fn factual_answer_at_temperature_zero() {
     RT.block_on(async {
         let app = shared().await;
-        let r = send(
+        let r = complete(
             &app,
-            post_json(
-                "/v1/chat/completions",
-                &local("What is the capital of Japan?", json!({"max_tokens": 24})),
-            ),
+            &local("What is the capital of Japan?", json!({"max_tokens": 24})),
         )
         .await;
         assert_eq!(r.status, 200, "{}", r.body);
@@ -111,14 +108,11 @@ fn factual_answer_at_temperature_zero() {
 fn max_tokens_ends_with_length() {
     RT.block_on(async {
         let app = shared().await;
-        let r = send(
+        let r = complete(
             &app,
-            post_json(
-                "/v1/chat/completions",
-                &local(
-                    "Write a long story about a dragon.",
-                    json!({"max_tokens": 5}),
-                ),
+            &local(
+                "Write a long story about a dragon.",
+                json!({"max_tokens": 5}),
             ),
         )
         .await;
@@ -136,7 +130,7 @@ fn streamed_answer_has_chunks_final_chunk_and_usage() {
             "What is 2 + 2?",
             json!({"stream": true, "max_tokens": 16, "stream_options": {"include_usage": true}}),
         );
-        let r = send(&app, post_json("/v1/chat/completions", &body)).await;
+        let r = complete(&app, &body).await;
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.header("content-type"), "text/event-stream");
         let data = r.sse_data();
@@ -173,9 +167,7 @@ fn stop_strings_are_honoured() {
     RT.block_on(async {
         let app = shared().await;
         let base = local("What is the capital of Japan?", json!({"max_tokens": 24}));
-        let full = send(&app, post_json("/v1/chat/completions", &base))
-            .await
-            .json();
+        let full = complete(&app, &base).await.json();
         let text = full["choices"][0]["message"]["content"]
             .as_str()
             .unwrap()
@@ -184,14 +176,12 @@ fn stop_strings_are_honoured() {
         assert!(text.contains(stop), "{text}");
         let mut b = base.clone();
         b["stop"] = json!([stop]);
-        let cut = send(&app, post_json("/v1/chat/completions", &b))
-            .await
-            .json();
+        let cut = complete(&app, &b).await.json();
         let got = cut["choices"][0]["message"]["content"].as_str().unwrap();
         assert_eq!(got, &text[..text.find(stop).unwrap()]);
         assert_eq!(cut["choices"][0]["finish_reason"], "stop");
         b["stream"] = json!(true);
-        let r = send(&app, post_json("/v1/chat/completions", &b)).await;
+        let r = complete(&app, &b).await;
         let streamed: String = r
             .sse_data()
             .iter()
@@ -225,9 +215,7 @@ fn eight_concurrent_requests_complete() {
             .map(|p| {
                 let app = app.clone();
                 let body = local(p, json!({"max_tokens": 12}));
-                tokio::spawn(
-                    async move { send(&app, post_json("/v1/chat/completions", &body)).await },
-                )
+                tokio::spawn(async move { complete(&app, &body).await })
             })
             .collect();
         for t in tasks {
@@ -259,28 +247,14 @@ fn full_queue_answers_429_with_retry_after() {
                 .await
                 .unwrap();
         assert_eq!(resp.status(), 200);
-        let r = send(
-            &app,
-            post_json(
-                "/v1/chat/completions",
-                &local("Hi", json!({"max_tokens": 4})),
-            ),
-        )
-        .await;
+        let r = complete(&app, &local("Hi", json!({"max_tokens": 4}))).await;
         assert_eq!(r.status, 429, "{}", r.body);
         assert_eq!(r.header("retry-after"), "2");
         assert_eq!(r.json()["error"]["code"], "local_queue_full");
         // Dropping the stream (client gone) frees the slot.
         drop(resp);
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        let r = send(
-            &app,
-            post_json(
-                "/v1/chat/completions",
-                &local("Hi", json!({"max_tokens": 4})),
-            ),
-        )
-        .await;
+        let r = complete(&app, &local("Hi", json!({"max_tokens": 4}))).await;
         assert_eq!(r.status, 200, "{}", r.body);
     });
 }
@@ -291,16 +265,16 @@ fn auto_without_cloud_key_falls_back_to_local_and_says_why() {
         let app = shared().await;
         let hard = "Prove step by step that there are infinitely many primes, then implement an algorithm \
                     in Rust that verifies it and analyze its complexity.";
-        let r = send(&app, post_json("/v1/chat/completions", &json!({"model": "auto", "max_tokens": 8,
-            "messages": [{"role": "user", "content": hard}]}))).await;
+        let r = complete(&app, &json!({"model": "auto", "max_tokens": 8,
+            "messages": [{"role": "user", "content": hard}]})).await;
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.header("x-slmgate-route"), "auto:hard");
         assert_eq!(r.header("x-slmgate-backend"), "local");
         let fb = r.header("x-slmgate-fallback");
         assert!(fb.contains("cloud/gpt-4o-mini -> local/local") && fb.contains("NO_SUCH_KEY_SET"), "{fb}");
         // Simple prompts go local directly, without a fallback.
-        let r = send(&app, post_json("/v1/chat/completions", &json!({"model": "auto", "max_tokens": 8,
-            "messages": [{"role": "user", "content": "Say hi"}]}))).await;
+        let r = complete(&app, &json!({"model": "auto", "max_tokens": 8,
+            "messages": [{"role": "user", "content": "Say hi"}]})).await;
         assert_eq!(r.header("x-slmgate-route"), "auto:simple");
         assert!(r.header("x-slmgate-fallback").is_empty());
     });
@@ -315,11 +289,7 @@ fn unsupported_parameters_are_400() {
             json!({"logprobs": true}),
             json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}),
         ] {
-            let r = send(
-                &app,
-                post_json("/v1/chat/completions", &local("Hi", extra.clone())),
-            )
-            .await;
+            let r = complete(&app, &local("Hi", extra.clone())).await;
             assert_eq!(r.status, 400, "{extra}: {}", r.body);
             assert_eq!(r.json()["error"]["code"], "unsupported_parameter");
         }

@@ -89,3 +89,8 @@ pub fn post_json(path: &str, body: &serde_json::Value) -> Request<Body> {
 pub fn chat(model: &str, prompt: &str) -> serde_json::Value {
     serde_json::json!({"model": model, "messages": [{"role": "user", "content": prompt}]})
 }
+
+/// POST a chat-completions body through `app`.
+pub async fn complete(app: &Router, body: &serde_json::Value) -> Reply {
+    send(app, post_json("/v1/chat/completions", body)).await
+}
