@@ -76,9 +76,9 @@ fn bench(c: &mut Criterion) {
         start_local: false,
     };
     let state = rt.block_on(async { slmgate::state::AppState::new(policy, opts).unwrap() });
-    rt.block_on(slmgate::middleware::triage::run(&state, &msgs));
+    rt.block_on(slmgate::middleware::triage::run(&state, &msgs, false));
     c.bench_function("triage_cache_hit_256_tokens", |b| {
-        b.iter(|| rt.block_on(slmgate::middleware::triage::run(&state, &msgs)))
+        b.iter(|| rt.block_on(slmgate::middleware::triage::run(&state, &msgs, false)))
     });
 }
 

@@ -84,7 +84,8 @@ async fn chat_inner(
     if state.policy.server.log_prompts {
         tracing::debug!(messages = ?parsed.messages, "prompt");
     }
-    let tri = triage::run(state, &parsed.messages).await;
+    let direct = matches!(requested, Requested::Model(_));
+    let tri = triage::run(state, &parsed.messages, direct).await;
     let decision = policy::decide(&state.policy, &requested, tri.score, tri.category);
     let route_label = match &requested {
         Requested::Route(_) => decision.route.clone(),
@@ -154,7 +155,7 @@ pub async fn explain(
         .resolve(model)
         .cloned()
         .ok_or_else(|| GatewayError::ModelNotFound(model.to_string()))?;
-    let tri = triage::run(state, messages).await;
+    let tri = triage::run(state, messages, false).await;
     let d = policy::decide(&state.policy, &requested, tri.score, tri.category);
     Ok(serde_json::json!({
         "score": tri.score,

@@ -169,7 +169,7 @@ async fn triage_endpoint_is_a_dry_run_and_routes_use_the_model() {
         .respond_with(ResponseTemplate::new(200).set_body_json(
             json!({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}),
         ))
-        .expect(2)
+        .expect(3)
         .mount(&server)
         .await;
     let url = format!("{}/v1", server.uri());
@@ -206,6 +206,14 @@ async fn triage_endpoint_is_a_dry_run_and_routes_use_the_model() {
         assert_eq!(r.header("x-slmgate-route"), "auto:simple");
         assert!(!r.header("x-slmgate-triage-category").is_empty());
     }
+    // Explicit models only label the response: quick triage, not cached.
+    let r = complete(
+        &app,
+        &chat("small", "Name three prime numbers larger than one hundred."),
+    )
+    .await;
+    assert_eq!(r.header("x-slmgate-route"), "direct");
+    assert!(!r.header("x-slmgate-triage-score").is_empty());
     let m = send(
         &app,
         http::Request::get("/metrics")
@@ -214,6 +222,10 @@ async fn triage_endpoint_is_a_dry_run_and_routes_use_the_model() {
     )
     .await
     .body;
+    assert!(
+        m.contains(r#"slmgate_cache_requests_total{cache="triage",result="miss"} 1"#),
+        "{m}"
+    );
     assert!(
         m.contains(r#"slmgate_cache_requests_total{cache="triage",result="hit"} 2"#),
         "{m}"

@@ -22,6 +22,11 @@ pub trait Triage: Send + Sync {
     fn triage(&self, messages: &[ChatMessage]) -> TriageResult;
     /// Short name for logs and `/v1/triage` (e.g. `features`).
     fn name(&self) -> &'static str;
+    /// A cheaper estimate, for when the score only labels the response (explicit
+    /// model requests) rather than choosing the route.
+    fn triage_quick(&self, messages: &[ChatMessage]) -> TriageResult {
+        self.triage(messages)
+    }
     /// Cheap enough (microseconds) to run inline on the async runtime, uncached.
     fn is_cheap(&self) -> bool {
         false

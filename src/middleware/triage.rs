@@ -23,12 +23,16 @@ pub fn cache_key(messages: &[ChatMessage]) -> u64 {
     h.finish()
 }
 
-pub async fn run(state: &AppState, messages: &[ChatMessage]) -> TriageResult {
+/// `quick`: the score only labels the response (explicit model requests), so
+/// the cheaper estimate is enough; it is not cached.
+pub async fn run(state: &AppState, messages: &[ChatMessage], quick: bool) -> TriageResult {
     let t0 = Instant::now();
     let m = &state.metrics;
     // A microsecond scorer costs less than a cache lookup or a thread hop.
     let r = if state.triage.is_cheap() {
         state.triage.triage(messages)
+    } else if quick {
+        compute(state, messages, true).await
     } else {
         cached(state, messages).await
     };
@@ -45,18 +49,25 @@ async fn cached(state: &AppState, messages: &[ChatMessage]) -> TriageResult {
         return hit;
     }
     m.cache.with_label_values(&["triage", "miss"]).inc();
-    let r = compute(state, messages).await;
+    let r = compute(state, messages, false).await;
     state.triage_cache.insert(key, r.clone()).await;
     r
 }
 
-async fn compute(state: &AppState, messages: &[ChatMessage]) -> TriageResult {
+async fn compute(state: &AppState, messages: &[ChatMessage], quick: bool) -> TriageResult {
     let Ok(_permit) = state.triage_permits.acquire().await else {
         return FeatureTriage.triage(messages);
     };
     let triage = state.triage.clone();
     let msgs = messages.to_vec();
-    match tokio::task::spawn_blocking(move || triage.triage(&msgs)).await {
+    let work = move || {
+        if quick {
+            triage.triage_quick(&msgs)
+        } else {
+            triage.triage(&msgs)
+        }
+    };
+    match tokio::task::spawn_blocking(work).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "triage task failed; using features-based triage");
