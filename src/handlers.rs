@@ -1,9 +1,10 @@
 //! HTTP handlers. `chat_completions` walks the request path's stages in order.
 
 use crate::backend::ReplyBody;
+use crate::classifier::TriageResult;
 use crate::error::GatewayError;
 use crate::middleware::{dispatch, meter, parse, triage};
-use crate::policy::{self, Requested};
+use crate::policy::{self, Requested, RouteDecision};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -76,21 +77,13 @@ async fn chat_inner(
     parse::check_content_type(req.headers()).map_err(none)?;
     let (_, body) = read_body(state, req).await.map_err(none)?;
     let parsed = parse::chat_request(&body).map_err(none)?;
-    let requested = state
-        .index
-        .resolve(&parsed.model)
-        .cloned()
-        .ok_or_else(|| none(GatewayError::ModelNotFound(parsed.model.clone())))?;
     if state.policy.server.log_prompts {
         tracing::debug!(messages = ?parsed.messages, "prompt");
     }
-    let direct = matches!(requested, Requested::Model(_));
-    let tri = triage::run(state, &parsed.messages, direct).await;
-    let decision = policy::decide(&state.policy, &requested, tri.score, tri.category);
-    let route_label = match &requested {
-        Requested::Route(_) => decision.route.clone(),
-        Requested::Model(_) => "direct".to_string(),
-    };
+    let (tri, decision) = plan(state, &parsed.messages, &parsed.model)
+        .await
+        .map_err(none)?;
+    let route_label = decision.route.clone();
     let done = dispatch::run(state, &parsed, &decision)
         .await
         .map_err(|e| (e, route_label.clone()))?;
@@ -144,19 +137,31 @@ async fn chat_inner(
     Ok(resp)
 }
 
+/// Resolve the model, triage, decide: everything before dispatch. Explicit
+/// models are routed by name, so their triage only labels the response and
+/// takes the quick path.
+async fn plan(
+    state: &AppState,
+    messages: &[crate::api::openai::ChatMessage],
+    model: &str,
+) -> Result<(TriageResult, RouteDecision), GatewayError> {
+    let requested = state
+        .index
+        .resolve(model)
+        .ok_or_else(|| GatewayError::ModelNotFound(model.to_string()))?;
+    let quick = matches!(requested, Requested::Model(_));
+    let tri = triage::run(state, messages, quick).await;
+    let decision = policy::decide(&state.policy, requested, tri.score, tri.category);
+    Ok((tri, decision))
+}
+
 /// The triage verdict and the route the policy would take — nothing is sent upstream.
 pub async fn explain(
     state: &AppState,
     messages: &[crate::api::openai::ChatMessage],
     model: &str,
 ) -> Result<serde_json::Value, GatewayError> {
-    let requested = state
-        .index
-        .resolve(model)
-        .cloned()
-        .ok_or_else(|| GatewayError::ModelNotFound(model.to_string()))?;
-    let tri = triage::run(state, messages, false).await;
-    let d = policy::decide(&state.policy, &requested, tri.score, tri.category);
+    let (tri, d) = plan(state, messages, model).await?;
     Ok(serde_json::json!({
         "score": tri.score,
         "category": tri.category,

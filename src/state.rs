@@ -19,6 +19,8 @@ pub struct AppState {
     pub triage_permits: Arc<tokio::sync::Semaphore>,
     pub backends: HashMap<String, Arc<Backend>>,
     pub metrics: Arc<Metrics>,
+    /// Prices of the policy's reference model (what always-cloud would cost).
+    pub reference: Option<ModelConfig>,
 }
 
 /// Looks up an environment variable (injected so tests need not touch the process env).
@@ -91,7 +93,20 @@ impl AppState {
             .time_to_live(std::time::Duration::from_secs(t.cache_ttl_secs.max(1)))
             .build();
         let triage_permits = Arc::new(tokio::sync::Semaphore::new(t.max_concurrency.max(1)));
+        let reference = policy
+            .reference_model
+            .as_deref()
+            .and_then(Target::parse)
+            .and_then(|r| {
+                policy
+                    .backends
+                    .get(&r.backend)?
+                    .models()
+                    .get(&r.model)
+                    .cloned()
+            });
         Ok(Arc::new(AppState {
+            reference,
             triage_cache,
             triage_permits,
             index: ModelIndex::new(&policy),
@@ -104,11 +119,6 @@ impl AppState {
 
     pub fn model_config(&self, t: &Target) -> Option<&ModelConfig> {
         self.policy.backends.get(&t.backend)?.models().get(&t.model)
-    }
-
-    pub fn reference(&self) -> Option<&ModelConfig> {
-        let r = Target::parse(self.policy.reference_model.as_deref()?)?;
-        self.model_config(&r)
     }
 
     /// Ok once every local model has loaded; otherwise what is still pending.

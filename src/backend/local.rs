@@ -107,6 +107,25 @@ enum Event {
     Failed(String),
 }
 
+/// The engine's events for one request, with one event of look-ahead.
+struct Events {
+    peeked: Option<Event>,
+    rx: mpsc::UnboundedReceiver<Event>,
+}
+
+impl Events {
+    async fn next(&mut self) -> Event {
+        match self.peeked.take() {
+            Some(e) => e,
+            None => self
+                .rx
+                .recv()
+                .await
+                .unwrap_or(Event::Failed("engine closed the stream".into())),
+        }
+    }
+}
+
 impl LocalBackend {
     /// Check the file now and start loading it in the background.
     pub fn start(
@@ -267,13 +286,12 @@ impl LocalBackend {
         let started = Instant::now();
         let max_len = budget(&loaded, req, self.cfg.default_max_tokens).await?;
         let request = build_request(req, max_len);
-        let mut rx = spawn_engine(loaded, request);
+        let mut events = Events {
+            peeked: None,
+            rx: spawn_engine(loaded, request),
+        };
         // Wait for the first event so request errors still get a proper status.
-        let first = rx
-            .recv()
-            .await
-            .unwrap_or(Event::Failed("engine closed the stream".into()));
-        let first = match first {
+        match events.next().await {
             Event::Invalid(m) => {
                 return Err(DispatchError::fatal(
                     "invalid",
@@ -286,26 +304,18 @@ impl LocalBackend {
                     GatewayError::UpstreamFailed(format!("local model failed: {m}")),
                 ));
             }
-            e => e,
-        };
+            e => events.peeked = Some(e),
+        }
         let id = format!("chatcmpl-{:016x}", rand::random::<u64>());
         if req.stream {
             let usage = Arc::new(UsageCell::default());
-            let events = sse_stream(
-                first,
-                rx,
-                slot,
-                req,
-                id,
-                model_id.to_string(),
-                usage.clone(),
-            );
+            let events = sse_stream(events, slot, req, id, model_id.to_string(), usage.clone());
             return Ok(BackendReply {
                 body: ReplyBody::Stream { events, usage },
                 upstream_wait: started.elapsed(),
             });
         }
-        let (text, reason, usage) = collect(first, &mut rx, &req.stop).await.map_err(|m| {
+        let (text, reason, usage) = collect(&mut events, &req.stop).await.map_err(|m| {
             DispatchError::retryable(
                 "model_error",
                 GatewayError::UpstreamFailed(format!("local model failed: {m}")),
@@ -495,31 +505,22 @@ fn spawn_engine(loaded: Arc<Loaded>, request: RequestBuilder) -> mpsc::Unbounded
     rx
 }
 
+/// OpenAI's finish_reason: `length` when the token budget ran out, else `stop`
+/// (EOS, a stop string — ours or the engine's — or a cancel).
 fn finish_reason(engine: &str, stopped_by_us: bool) -> String {
-    match engine {
-        _ if stopped_by_us => "stop".into(),
-        "length" => "length".into(),
-        _ => "stop".into(),
+    if engine == "length" && !stopped_by_us {
+        "length"
+    } else {
+        "stop"
     }
+    .to_string()
 }
 
 /// Non-streamed: gather the whole answer.
-async fn collect(
-    first: Event,
-    rx: &mut mpsc::UnboundedReceiver<Event>,
-    stops: &[String],
-) -> Result<(String, String, Usage), String> {
+async fn collect(events: &mut Events, stops: &[String]) -> Result<(String, String, Usage), String> {
     let mut text = String::new();
-    let mut next = Some(first);
     loop {
-        let ev = match next.take() {
-            Some(e) => e,
-            None => rx
-                .recv()
-                .await
-                .unwrap_or(Event::Failed("engine closed the stream".into())),
-        };
-        match ev {
+        match events.next().await {
             Event::Delta(d) => text.push_str(&d),
             Event::Finish { reason, usage } => {
                 let cut = cut_at_stop(&mut text, stops);
@@ -555,8 +556,7 @@ fn chunk_json(
 
 /// Streamed: OpenAI chunks (role, content..., finish, optional usage, [DONE]).
 fn sse_stream(
-    first: Event,
-    mut rx: mpsc::UnboundedReceiver<Event>,
+    mut events: Events,
     slot: Slot,
     req: &ParsedRequest,
     id: String,
@@ -570,13 +570,8 @@ fn sse_stream(
         let created = unix_now();
         let mut filter = StopFilter::new(&stops);
         yield chunk_json(&id, &model, created, Delta { role: Some("assistant"), content: Some("") }, None);
-        let mut next = Some(first);
         loop {
-            let ev = match next.take() {
-                Some(e) => e,
-                None => rx.recv().await.unwrap_or(Event::Failed("engine closed the stream".into())),
-            };
-            match ev {
+            match events.next().await {
                 Event::Delta(d) => {
                     let out = filter.push(&d);
                     if !out.is_empty() {

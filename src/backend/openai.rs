@@ -19,20 +19,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// An API key that never prints.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
 pub struct OpenAiBackend {
     name: String,
     key_env: String,
-    key: Option<Secret>,
+    /// `Authorization: Bearer <key>`, built once and marked sensitive (never
+    /// printed); `Err` says why the backend is unavailable.
+    auth: Result<HeaderValue, String>,
     url: String,
     timeouts: Timeouts,
     retries: Retries,
@@ -58,9 +50,23 @@ impl OpenAiBackend {
         cfg: &OpenAiConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, String> {
-        let key = env(&cfg.api_key_env)
-            .filter(|k| !k.trim().is_empty())
-            .map(Secret);
+        let auth = match env(&cfg.api_key_env).filter(|k| !k.trim().is_empty()) {
+            None => Err(format!(
+                "backend `{name}` is unavailable: the environment variable {} is not set",
+                cfg.api_key_env
+            )),
+            Some(k) => HeaderValue::from_str(&format!("Bearer {k}"))
+                .map(|mut v| {
+                    v.set_sensitive(true);
+                    v
+                })
+                .map_err(|_| {
+                    format!(
+                        "backend `{name}` is unavailable: the value of {} is not a valid header value",
+                        cfg.api_key_env
+                    )
+                }),
+        };
         let base = cfg
             .base_url_env
             .as_deref()
@@ -78,7 +84,7 @@ impl OpenAiBackend {
         Ok(Self {
             name: name.to_string(),
             key_env: cfg.api_key_env.clone(),
-            key,
+            auth,
             url: format!("{}/chat/completions", base.trim_end_matches('/')),
             timeouts: cfg.timeouts.clone(),
             retries: cfg.retries.clone(),
@@ -86,17 +92,14 @@ impl OpenAiBackend {
         })
     }
 
+    fn auth(&self) -> Result<&HeaderValue, DispatchError> {
+        self.auth.as_ref().map_err(|why| {
+            DispatchError::retryable("unavailable", GatewayError::BackendUnavailable(why.clone()))
+        })
+    }
+
     pub fn availability(&self) -> Result<(), DispatchError> {
-        match self.key {
-            Some(_) => Ok(()),
-            None => Err(DispatchError::retryable(
-                "unavailable",
-                GatewayError::BackendUnavailable(format!(
-                    "backend `{}` is unavailable: the environment variable {} is not set",
-                    self.name, self.key_env
-                )),
-            )),
-        }
+        self.auth().map(|_| ())
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -135,26 +138,10 @@ impl OpenAiBackend {
         req: &ParsedRequest,
         model: &str,
     ) -> Result<BackendReply, DispatchError> {
-        self.availability()?;
-        let Some(key) = &self.key else {
-            return Err(DispatchError::retryable(
-                "unavailable",
-                GatewayError::BackendUnavailable(self.name.clone()),
-            ));
-        };
+        let auth = self.auth()?;
         let body = self.body(req, model)?;
         let started = Instant::now();
         let deadline = started + Duration::from_millis(self.timeouts.total_ms);
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", key.0)).map_err(|_| {
-            DispatchError::retryable(
-                "unavailable",
-                GatewayError::BackendUnavailable(format!(
-                    "backend `{}`: the value of {} is not a valid header value",
-                    self.name, self.key_env
-                )),
-            )
-        })?;
-        auth.set_sensitive(true);
         let mut attempt = 0;
         let resp = loop {
             let send = self
@@ -204,7 +191,10 @@ impl OpenAiBackend {
                         || r.status().is_server_error() =>
                 {
                     let s = r.status();
-                    ("status", format!("backend `{}` answered {s}", self.name))
+                    (
+                        "upstream_status",
+                        format!("backend `{}` answered {s}", self.name),
+                    )
                 }
                 Ok(Ok(r))
                     if r.status() == StatusCode::UNAUTHORIZED
@@ -230,21 +220,16 @@ impl OpenAiBackend {
                     ));
                 }
             };
-            if attempt >= self.retries.max_retries
-                || Instant::now() + self.backoff(attempt) >= deadline
-            {
+            let pause = self.backoff(attempt);
+            if attempt >= self.retries.max_retries || Instant::now() + pause >= deadline {
                 let (reason, msg) = retry_reason;
                 let msg = format!("{msg} (after {} attempt(s))", attempt + 1);
                 return Err(DispatchError::retryable(
-                    if reason == "status" {
-                        "upstream_status"
-                    } else {
-                        reason
-                    },
+                    reason,
                     GatewayError::UpstreamFailed(msg),
                 ));
             }
-            tokio::time::sleep(self.backoff(attempt)).await;
+            tokio::time::sleep(pause).await;
             attempt += 1;
         };
         if req.stream {

@@ -31,7 +31,7 @@ pub fn record(state: &AppState, r: &Routed, usage: Usage, status: u16) -> Decima
     let (b, model) = (r.target.backend.as_str(), r.target.model.as_str());
     let price = state.model_config(&r.target);
     let cost = price.map(|p| cost::cost(p, usage)).unwrap_or_default();
-    let saved = cost::savings(cost, state.reference(), usage);
+    let saved = cost::savings(cost, state.reference.as_ref(), usage);
     m.tokens
         .with_label_values(&[b, model, "input"])
         .inc_by(usage.prompt_tokens);
