@@ -53,20 +53,40 @@ impl Default for ServerConfig {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum BackendConfig {
     Openai(OpenAiConfig),
+    Anthropic(AnthropicConfig),
     Local(LocalConfig),
+}
+
+/// What every cloud backend's config has: where and how to send.
+pub struct Cloud<'a> {
+    pub api_key_env: &'a str,
+    pub base_url_env: Option<&'a str>,
+    pub base_url: Option<&'a str>,
+    pub timeouts: &'a Timeouts,
+    pub retries: &'a Retries,
 }
 
 impl BackendConfig {
     pub fn models(&self) -> &BTreeMap<String, ModelConfig> {
         match self {
             BackendConfig::Openai(c) => &c.models,
+            BackendConfig::Anthropic(c) => &c.models,
             BackendConfig::Local(c) => &c.models,
         }
     }
     pub fn kind(&self) -> &'static str {
         match self {
             BackendConfig::Openai(_) => "openai",
+            BackendConfig::Anthropic(_) => "anthropic",
             BackendConfig::Local(_) => "local",
+        }
+    }
+    /// The cloud part of the config; `None` for the local backend.
+    pub fn cloud(&self) -> Option<Cloud<'_>> {
+        match self {
+            BackendConfig::Openai(c) => Some(c.cloud()),
+            BackendConfig::Anthropic(c) => Some(c.cloud()),
+            BackendConfig::Local(_) => None,
         }
     }
 }
@@ -84,6 +104,73 @@ pub struct OpenAiConfig {
     #[serde(default)]
     pub retries: Retries,
     pub models: BTreeMap<String, ModelConfig>,
+}
+
+/// Anthropic's Messages API. Every field but `models` has the public API's default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnthropicConfig {
+    /// Environment variable holding the API key (never logged).
+    #[serde(default = "anthropic_key_env")]
+    pub api_key_env: String,
+    /// Environment variable that overrides `base_url` when set (the SDK's
+    /// convention: no `/v1`; the gateway appends `/v1/messages`).
+    #[serde(default = "anthropic_base_url_env")]
+    pub base_url_env: Option<String>,
+    #[serde(default = "anthropic_base_url")]
+    pub base_url: String,
+    /// Sent as the `anthropic-version` header.
+    #[serde(default = "anthropic_version")]
+    pub version: String,
+    /// `max_tokens` is required by the Messages API; used when the OpenAI
+    /// client sets none.
+    #[serde(default = "cloud_max_tokens")]
+    pub default_max_tokens: u64,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub retries: Retries,
+    pub models: BTreeMap<String, ModelConfig>,
+}
+
+impl OpenAiConfig {
+    pub fn cloud(&self) -> Cloud<'_> {
+        Cloud {
+            api_key_env: &self.api_key_env,
+            base_url_env: self.base_url_env.as_deref(),
+            base_url: self.base_url.as_deref(),
+            timeouts: &self.timeouts,
+            retries: &self.retries,
+        }
+    }
+}
+
+impl AnthropicConfig {
+    pub fn cloud(&self) -> Cloud<'_> {
+        Cloud {
+            api_key_env: &self.api_key_env,
+            base_url_env: self.base_url_env.as_deref(),
+            base_url: Some(&self.base_url),
+            timeouts: &self.timeouts,
+            retries: &self.retries,
+        }
+    }
+}
+
+fn anthropic_key_env() -> String {
+    "ANTHROPIC_API_KEY".into()
+}
+fn anthropic_base_url_env() -> Option<String> {
+    Some("ANTHROPIC_BASE_URL".into())
+}
+fn anthropic_base_url() -> String {
+    "https://api.anthropic.com".into()
+}
+fn anthropic_version() -> String {
+    "2023-06-01".into()
+}
+fn cloud_max_tokens() -> u64 {
+    4096
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -3,6 +3,7 @@
 //! upstream bodies are only passed through for upstream 4xx answers, which
 //! are the upstream's words about the client's request.
 
+use crate::api::ApiFormat;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
@@ -40,9 +41,14 @@ pub enum GatewayError {
     UpstreamTimeout(String),
     #[error("{0}")]
     UpstreamFailed(String),
-    /// The upstream answered 4xx about the client's request: passed through as is.
+    /// The upstream answered 4xx about the client's request: passed through
+    /// as is to clients of the same API, translated for the other.
     #[error("upstream answered {status}")]
-    UpstreamClientError { status: StatusCode, body: Bytes },
+    UpstreamClientError {
+        status: StatusCode,
+        body: Bytes,
+        format: ApiFormat,
+    },
     #[error("{0}")]
     Internal(String),
 }
@@ -165,9 +171,17 @@ pub struct LoggedError(pub ErrorKind, pub String);
 
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
+        self.render(ApiFormat::OpenAi)
+    }
+}
+
+impl GatewayError {
+    /// The error as a response in the client's API format.
+    pub fn render(self, client: ApiFormat) -> Response {
         let status = self.status();
-        let mut resp = match &self {
-            GatewayError::UpstreamClientError { body, .. } => {
+        let json = |v: serde_json::Value| axum::Json(v).into_response();
+        let mut resp = match (&self, client) {
+            (GatewayError::UpstreamClientError { body, format, .. }, c) if *format == c => {
                 let mut r = Response::new(axum::body::Body::from(body.clone()));
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -175,7 +189,17 @@ impl IntoResponse for GatewayError {
                 );
                 r
             }
-            _ => axum::Json(self.openai_body()).into_response(),
+            (GatewayError::UpstreamClientError { body, .. }, ApiFormat::OpenAi) => json(
+                crate::translate::to_openai::error_from_anthropic(status.as_u16(), body),
+            ),
+            (GatewayError::UpstreamClientError { body, .. }, ApiFormat::Anthropic) => json(
+                crate::translate::to_anthropic::error_from_openai(status.as_u16(), body),
+            ),
+            (_, ApiFormat::OpenAi) => json(self.openai_body()),
+            (_, ApiFormat::Anthropic) => json(crate::translate::to_anthropic::error_body(
+                status.as_u16(),
+                &self.to_string(),
+            )),
         };
         *resp.status_mut() = status;
         if let GatewayError::QueueFull { retry_after, .. } = &self {

@@ -1,11 +1,14 @@
 //! HTTP handlers. `chat_completions` walks the request path's stages in order.
 
+use crate::api::openai::ParsedRequest;
+use crate::api::ApiFormat;
 use crate::backend::ReplyBody;
 use crate::classifier::TriageResult;
 use crate::error::GatewayError;
 use crate::middleware::{dispatch, meter, parse, triage};
 use crate::policy::{self, Requested, RouteDecision};
 use crate::state::AppState;
+use crate::translate::{to_anthropic, to_openai};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -57,13 +60,34 @@ fn count_error(state: &AppState, e: &GatewayError, route: &str) {
         .inc();
 }
 
+/// `POST /v1/chat/completions` (OpenAI format in and out).
 pub async fn chat_completions(State(state): AppRef, req: Request) -> Response {
+    entry(state, req, ApiFormat::OpenAi).await
+}
+
+/// `POST /v1/messages` (Anthropic format in and out). The request is
+/// translated to the OpenAI shape and routed like any chat request; the
+/// answer is translated back. `x-api-key` and `anthropic-version` are accepted.
+pub async fn messages(State(state): AppRef, req: Request) -> Response {
+    entry(state, req, ApiFormat::Anthropic).await
+}
+
+async fn entry(state: Arc<AppState>, req: Request, client: ApiFormat) -> Response {
     let started = Instant::now();
-    match chat_inner(&state, req, started).await {
+    match chat_inner(&state, req, started, client).await {
         Ok(r) => r,
         Err((e, route)) => {
             count_error(&state, &e, &route);
-            e.into_response()
+            e.render(client)
+        }
+    }
+}
+
+fn parse_for(client: ApiFormat, body: &[u8]) -> Result<ParsedRequest, GatewayError> {
+    match client {
+        ApiFormat::OpenAi => parse::chat_request(body),
+        ApiFormat::Anthropic => {
+            parse::chat_request_map(to_openai::request(&parse::json_object(body)?)?)
         }
     }
 }
@@ -72,11 +96,12 @@ async fn chat_inner(
     state: &Arc<AppState>,
     req: Request,
     started: Instant,
+    client: ApiFormat,
 ) -> Result<Response, (GatewayError, String)> {
     let none = |e| (e, "none".to_string());
     parse::check_content_type(req.headers()).map_err(none)?;
     let (_, body) = read_body(state, req).await.map_err(none)?;
-    let parsed = parse::chat_request(&body).map_err(none)?;
+    let parsed = parse_for(client, &body).map_err(none)?;
     if state.policy.server.log_prompts {
         tracing::debug!(messages = ?parsed.messages, "prompt");
     }
@@ -102,6 +127,13 @@ async fn chat_inner(
                 .with_label_values(&[routed.target.backend.as_str()])
                 .observe(started.elapsed().as_secs_f64());
             let overhead = meter::observe_overhead(state, &routed, done.reply.upstream_wait);
+            let bytes = match client {
+                ApiFormat::OpenAi => bytes,
+                ApiFormat::Anthropic => {
+                    let v = serde_json::from_slice(&bytes).unwrap_or_default();
+                    Bytes::from(to_anthropic::response(&v).to_string())
+                }
+            };
             let mut r = Response::new(Body::from(bytes));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -121,6 +153,10 @@ async fn chat_inner(
             let overhead = meter::observe_overhead(state, &routed, done.reply.upstream_wait);
             let mut h = http::HeaderMap::new();
             meter::headers(state, &mut h, &routed, None, overhead, &done.fallbacks);
+            let events = match client {
+                ApiFormat::OpenAi => events,
+                ApiFormat::Anthropic => anthropic_events(events),
+            };
             let body = meter::metered_stream(state.clone(), routed, events, usage);
             let mut r = Response::new(Body::from_stream(body));
             r.headers_mut().insert(
@@ -135,6 +171,28 @@ async fn chat_inner(
     };
     *resp.status_mut() = StatusCode::OK;
     Ok(resp)
+}
+
+/// OpenAI chunk events -> Anthropic's event stream.
+fn anthropic_events(
+    events: futures::stream::BoxStream<'static, Bytes>,
+) -> futures::stream::BoxStream<'static, Bytes> {
+    use futures::StreamExt;
+    let s = async_stream::stream! {
+        let mut t = to_anthropic::StreamTranslator::default();
+        let mut events = events;
+        while let Some(ev) = events.next().await {
+            if let Some(data) = crate::backend::sse::event_data(&ev) {
+                for b in t.push(&data) {
+                    yield b;
+                }
+            }
+        }
+        for b in t.finish() {
+            yield b;
+        }
+    };
+    s.boxed()
 }
 
 /// Resolve the model, triage, decide: everything before dispatch. Explicit
@@ -242,12 +300,23 @@ pub async fn metrics(State(state): AppRef) -> Response {
     r
 }
 
+/// Anthropic clients (by path or header) get errors in Anthropic's shape.
+fn client_format(req: &Request) -> ApiFormat {
+    if req.uri().path().starts_with("/v1/messages")
+        || req.headers().contains_key("anthropic-version")
+    {
+        ApiFormat::Anthropic
+    } else {
+        ApiFormat::OpenAi
+    }
+}
+
 pub async fn not_found(req: Request) -> Response {
     GatewayError::NotFound {
         method: req.method().to_string(),
         path: req.uri().path().chars().take(200).collect(),
     }
-    .into_response()
+    .render(client_format(&req))
 }
 
 pub async fn method_not_allowed(req: Request) -> Response {
@@ -255,5 +324,5 @@ pub async fn method_not_allowed(req: Request) -> Response {
         method: req.method().to_string(),
         path: req.uri().path().chars().take(200).collect(),
     }
-    .into_response()
+    .render(client_format(&req))
 }

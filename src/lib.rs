@@ -17,6 +17,7 @@ pub mod server;
 pub mod stack;
 pub mod state;
 pub mod telemetry;
+pub mod translate;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 pub fn app(state: Arc<AppState>) -> Router {
     let router = Router::new()
         .route("/v1/chat/completions", post(handlers::chat_completions))
+        .route("/v1/messages", post(handlers::messages))
         .route("/v1/models", get(handlers::models))
         .route("/v1/triage", post(handlers::triage_dry_run))
         .route("/healthz", get(handlers::healthz))

@@ -1,6 +1,8 @@
 //! AppState: everything a request needs, built once from a validated policy.
 
-use crate::backend::{local::LocalBackend, openai::OpenAiBackend, Backend};
+use crate::backend::{
+    anthropic::AnthropicBackend, local::LocalBackend, openai::OpenAiBackend, Backend,
+};
 use crate::classifier::{features::FeatureTriage, model::ModelTriage, Triage, TriageResult};
 use crate::config::{BackendConfig, ModelConfig, Policy, TriageKind};
 use crate::metrics::Metrics;
@@ -75,7 +77,10 @@ impl AppState {
         for (name, cfg) in &policy.backends {
             let b = match cfg {
                 BackendConfig::Openai(c) => {
-                    Backend::OpenAi(OpenAiBackend::new(name, c, &*opts.env)?)
+                    Backend::OpenAi(OpenAiBackend::new(name, &c.cloud(), &*opts.env)?)
+                }
+                BackendConfig::Anthropic(c) => {
+                    Backend::Anthropic(AnthropicBackend::new(name, c, &*opts.env)?)
                 }
                 BackendConfig::Local(c) => Backend::Local(LocalBackend::start(
                     name,

@@ -598,7 +598,7 @@ fn sse_stream(
                 }
                 Event::Invalid(m) | Event::Failed(m) => {
                     tracing::warn!(error = %m, "local generation failed mid-stream");
-                    yield super::openai::error_event(&format!("local model failed: {m}"), "model_error");
+                    yield super::http::error_event(&format!("local model failed: {m}"), "model_error");
                     break;
                 }
             }

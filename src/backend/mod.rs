@@ -2,6 +2,8 @@
 //! model in-process, or a cloud API over reqwest. Each returns the OpenAI
 //! body (whole, or as client-ready SSE events) plus the usage for metering.
 
+pub mod anthropic;
+pub mod http;
 pub mod local;
 pub mod openai;
 pub mod sse;
@@ -75,6 +77,7 @@ impl DispatchError {
 
 pub enum Backend {
     OpenAi(openai::OpenAiBackend),
+    Anthropic(anthropic::AnthropicBackend),
     Local(local::LocalBackend),
 }
 
@@ -83,6 +86,7 @@ impl Backend {
     pub fn availability(&self) -> Result<(), DispatchError> {
         match self {
             Backend::OpenAi(b) => b.availability(),
+            Backend::Anthropic(b) => b.availability(),
             Backend::Local(b) => b.availability(),
         }
     }
@@ -90,6 +94,7 @@ impl Backend {
     pub fn kind(&self) -> &'static str {
         match self {
             Backend::OpenAi(_) => "openai",
+            Backend::Anthropic(_) => "anthropic",
             Backend::Local(_) => "local",
         }
     }
@@ -101,6 +106,7 @@ impl Backend {
     ) -> Result<BackendReply, DispatchError> {
         match self {
             Backend::OpenAi(b) => b.chat(req, model).await,
+            Backend::Anthropic(b) => b.chat(req, model).await,
             Backend::Local(b) => b.chat(req, model).await,
         }
     }

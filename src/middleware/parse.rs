@@ -164,7 +164,11 @@ fn content_text(
 
 /// Validate a chat-completions body and extract what routing needs.
 pub fn chat_request(body: &[u8]) -> Result<ParsedRequest, GatewayError> {
-    let raw = json_object(body)?;
+    chat_request_map(json_object(body)?)
+}
+
+/// Validate a chat-completions object (parsed, or translated from another API).
+pub fn chat_request_map(raw: Map<String, Value>) -> Result<ParsedRequest, GatewayError> {
     let model = match raw.get("model") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::String(_)) | None | Some(Value::Null) => {

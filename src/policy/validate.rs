@@ -15,7 +15,8 @@ pub fn validate(p: &Policy) -> Result<(), String> {
     }
     if p.backends.is_empty() {
         errors.push(
-            "`backends`: no backend defined; add at least one (kind: openai or local)".into(),
+            "`backends`: no backend defined; add at least one (kind: openai, anthropic or local)"
+                .into(),
         );
     }
     if p.server.max_body_bytes < 1024 {
@@ -119,34 +120,42 @@ pub fn validate(p: &Policy) -> Result<(), String> {
 }
 
 fn check_backend(bname: &str, b: &BackendConfig, errors: &mut Vec<String>) {
+    if let Some(c) = b.cloud() {
+        if c.api_key_env.trim().is_empty() {
+            errors.push(format!(
+                "`backends.{bname}.api_key_env`: name the environment variable that holds the API key, e.g. OPENAI_API_KEY"
+            ));
+        }
+        if c.base_url.is_none() && c.base_url_env.is_none() {
+            errors.push(format!(
+                "`backends.{bname}`: set `base_url` (e.g. https://api.openai.com/v1) or `base_url_env`"
+            ));
+        }
+        if let Some(u) = c.base_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                errors.push(format!(
+                    "`backends.{bname}.base_url`: `{u}` must start with http:// or https://"
+                ));
+            }
+        }
+        let t = c.timeouts;
+        if t.connect_ms == 0 || t.first_byte_ms == 0 || t.idle_ms == 0 || t.total_ms == 0 {
+            errors.push(format!(
+                "`backends.{bname}.timeouts`: every timeout must be > 0 ms"
+            ));
+        }
+        if b.models().is_empty() {
+            errors.push(format!(
+                "`backends.{bname}.models`: list at least one model with its prices"
+            ));
+        }
+    }
     match b {
-        BackendConfig::Openai(c) => {
-            if c.api_key_env.trim().is_empty() {
+        BackendConfig::Openai(_) => {}
+        BackendConfig::Anthropic(c) => {
+            if c.default_max_tokens == 0 {
                 errors.push(format!(
-                    "`backends.{bname}.api_key_env`: name the environment variable that holds the API key, e.g. OPENAI_API_KEY"
-                ));
-            }
-            if c.base_url.is_none() && c.base_url_env.is_none() {
-                errors.push(format!(
-                    "`backends.{bname}`: set `base_url` (e.g. https://api.openai.com/v1) or `base_url_env`"
-                ));
-            }
-            if let Some(u) = &c.base_url {
-                if !(u.starts_with("http://") || u.starts_with("https://")) {
-                    errors.push(format!(
-                        "`backends.{bname}.base_url`: `{u}` must start with http:// or https://"
-                    ));
-                }
-            }
-            let t = &c.timeouts;
-            if t.connect_ms == 0 || t.first_byte_ms == 0 || t.idle_ms == 0 || t.total_ms == 0 {
-                errors.push(format!(
-                    "`backends.{bname}.timeouts`: every timeout must be > 0 ms"
-                ));
-            }
-            if c.models.is_empty() {
-                errors.push(format!(
-                    "`backends.{bname}.models`: list at least one model with its prices"
+                    "`backends.{bname}.default_max_tokens`: must be >= 1"
                 ));
             }
         }

@@ -1,8 +1,10 @@
-"""Fixtures for the end-to-end OpenAI-SDK tests of the slmgate binary.
+"""Fixtures for the end-to-end SDK tests (OpenAI and Anthropic) of the slmgate binary.
 
-* ``mock_upstream`` -- a tiny threaded HTTP server that emulates the OpenAI
-  ``POST /v1/chat/completions`` endpoint (plain and SSE) and records every
-  request it receives.
+* ``mock_upstream`` -- a tiny threaded HTTP server that emulates both the OpenAI
+  ``POST /v1/chat/completions`` endpoint and Anthropic's ``POST /v1/messages``
+  endpoint (plain and SSE, text and tool use) and records every request it
+  receives. The OpenAI base URL is ``base_url + "/v1"``; the Anthropic base URL
+  (SDK convention, without ``/v1``) is ``base_url``.
 * ``gateway_factory`` -- starts ``slmgate serve`` on a free port, waits for
   ``/readyz`` and stops it again at teardown.
 
@@ -39,6 +41,20 @@ MOCK_USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
 # OpenAI does for a bad key (used to check that errors never leak the key).
 MOCK_FAIL_401 = "MOCK_FAIL_401"
 
+# Anthropic mock: fixed usage of every answer (streamed: message_start says
+# input 13 / output 1, message_delta the final output 5, like the real API).
+MOCK_ANTHROPIC_USAGE = {"input_tokens": 13, "output_tokens": 5}
+# A last user text containing this marker makes the Anthropic mock answer 529
+# overloaded_error, as Anthropic does under load.
+MOCK_FAIL_529 = "MOCK_FAIL_529"
+# With `tools` in the request and this marker in the last user text, both mocks
+# call the first tool with MOCK_TOOL_INPUT instead of answering in text.
+MOCK_TOOL = "MOCK_TOOL"
+MOCK_TOOL_INPUT = {"city": "Paris"}
+MOCK_OPENAI_TOOL_CALL_ID = "call_mock1"
+MOCK_ANTHROPIC_TOOL_USE_ID = "toolu_mock1"
+ANTHROPIC_VERSION = "2023-06-01"
+
 
 def gateway_bin() -> Path:
     return Path(os.environ.get("SLMGATE_BIN") or DEFAULT_BIN)
@@ -74,12 +90,52 @@ def _text_of(content: Any) -> str:
     return ""
 
 
-def mock_reply_for(messages: list[dict[str, Any]]) -> str:
+def last_user_text(messages: list[dict[str, Any]]) -> str:
+    """Text of the last user message (OpenAI or Anthropic shape; text parts only)."""
     last_user = ""
     for m in messages or []:
         if isinstance(m, dict) and m.get("role") == "user":
             last_user = _text_of(m.get("content"))
-    return "mock says: " + last_user
+    return last_user
+
+
+def mock_reply_for(messages: list[dict[str, Any]]) -> str:
+    """What both mocks answer: works for OpenAI and Anthropic message lists."""
+    return "mock says: " + last_user_text(messages)
+
+
+def anthropic_key_of(headers: dict[str, str]) -> str | None:
+    """The key of an Anthropic request: ``x-api-key``, or ``Authorization: Bearer``
+    (which the real API also accepts and which recent official SDKs send for
+    ``api_key``)."""
+    if headers.get("x-api-key"):
+        return headers["x-api-key"]
+    auth = headers.get("authorization") or ""
+    if auth.lower().startswith("bearer ") and auth[7:].strip():
+        return auth[7:].strip()
+    return None
+
+
+def _wants_tool(body: dict[str, Any], messages: list[Any]) -> bool:
+    """Tools offered and the conversation ends with a user turn asking for MOCK_TOOL."""
+    if not body.get("tools") or not messages or not isinstance(messages[-1], dict):
+        return False
+    last = messages[-1]
+    return last.get("role") == "user" and MOCK_TOOL in _text_of(last.get("content"))
+
+
+def _first_tool_name(tools: list[Any]) -> str:
+    t = tools[0] if tools and isinstance(tools[0], dict) else {}
+    fn = t.get("function")
+    if isinstance(fn, dict):  # OpenAI shape
+        return str(fn.get("name") or "tool")
+    return str(t.get("name") or "tool")  # Anthropic shape
+
+
+def _thirds(text: str) -> list[str]:
+    n = len(text)
+    cuts = [0, n // 3, 2 * n // 3, n]
+    return [text[a:b] for a, b in zip(cuts, cuts[1:])]
 
 
 @dataclass
@@ -118,6 +174,19 @@ class MockUpstream:
     def last_chat(self) -> RecordedRequest:
         reqs = self.chat_requests()
         assert reqs, "the mock upstream received no chat completion request"
+        return reqs[-1]
+
+    def messages_requests(self) -> list[RecordedRequest]:
+        """Requests to Anthropic's ``POST /v1/messages`` (query string ignored)."""
+        return [
+            r
+            for r in self.snapshot()
+            if r.method == "POST" and r.path.split("?")[0].rstrip("/").endswith("/v1/messages")
+        ]
+
+    def last_messages(self) -> RecordedRequest:
+        reqs = self.messages_requests()
+        assert reqs, "the mock upstream received no Anthropic /v1/messages request"
         return reqs[-1]
 
 
@@ -180,7 +249,11 @@ def _make_handler(state: MockUpstream) -> type[BaseHTTPRequestHandler]:
             headers = {k.lower(): v for k, v in self.headers.items()}
             state.record(RecordedRequest("POST", self.path, headers, body))
 
-            if not self.path.split("?")[0].rstrip("/").endswith("/v1/chat/completions"):
+            route = self.path.split("?")[0].rstrip("/")
+            if route.endswith("/v1/messages"):
+                self._anthropic_messages(headers, body)
+                return
+            if not route.endswith("/v1/chat/completions"):
                 self._send_error(404, f"no route {self.path}", "invalid_request_error", "not_found")
                 return
             if not isinstance(body, dict):
@@ -188,16 +261,33 @@ def _make_handler(state: MockUpstream) -> type[BaseHTTPRequestHandler]:
                 return
 
             model = body.get("model", "unknown")
-            content = mock_reply_for(body.get("messages") or [])
+            messages = body.get("messages") or []
+            content = mock_reply_for(messages)
             if MOCK_FAIL_401 in content:
                 # Like OpenAI: never echoes the full key.
                 self._send_error(401, "Incorrect API key provided: upst****-key.", "invalid_request_error", "invalid_api_key")
                 return
 
             created = int(time.time())
+            tool_name = _first_tool_name(body["tools"]) if _wants_tool(body, messages) else None
             if body.get("stream"):
-                self._stream(model, content, created, body)
+                self._stream(model, content, created, body, tool_name)
             else:
+                if tool_name is not None:
+                    message: dict[str, Any] = {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [{
+                            "id": MOCK_OPENAI_TOOL_CALL_ID,
+                            "type": "function",
+                            "function": {"name": tool_name, "arguments": json.dumps(MOCK_TOOL_INPUT)},
+                        }],
+                        "refusal": None,
+                    }
+                    finish = "tool_calls"
+                else:
+                    message = {"role": "assistant", "content": content}
+                    finish = "stop"
                 self._send_json(200, {
                     "id": "chatcmpl-mock",
                     "object": "chat.completion",
@@ -205,15 +295,17 @@ def _make_handler(state: MockUpstream) -> type[BaseHTTPRequestHandler]:
                     "model": model,
                     "choices": [{
                         "index": 0,
-                        "message": {"role": "assistant", "content": content},
+                        "message": message,
                         "logprobs": None,
-                        "finish_reason": "stop",
+                        "finish_reason": finish,
                     }],
                     "usage": dict(MOCK_USAGE),
                     "system_fingerprint": "fp_mock",
                 })
 
-        def _stream(self, model: str, content: str, created: int, body: dict[str, Any]) -> None:
+        def _stream(
+            self, model: str, content: str, created: int, body: dict[str, Any], tool_name: str | None = None
+        ) -> None:
             opts = body.get("stream_options") or {}
             include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
 
@@ -233,26 +325,198 @@ def _make_handler(state: MockUpstream) -> type[BaseHTTPRequestHandler]:
             def delta(d: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
                 return [{"index": 0, "delta": d, "logprobs": None, "finish_reason": finish}]
 
-            n = len(content)
-            cuts = [0, n // 3, 2 * n // 3, n]
-            events = [chunk(delta({"role": "assistant", "content": ""}))]
-            events += [chunk(delta({"content": content[a:b]})) for a, b in zip(cuts, cuts[1:])]
-            events.append(chunk(delta({}, "stop")))
+            if tool_name is not None:
+                # Like OpenAI: the first delta names the call, the arguments follow in pieces.
+                events = [chunk(delta({
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [{
+                        "index": 0,
+                        "id": MOCK_OPENAI_TOOL_CALL_ID,
+                        "type": "function",
+                        "function": {"name": tool_name, "arguments": ""},
+                    }],
+                    "refusal": None,
+                }))]
+                events += [
+                    chunk(delta({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+                    for piece in _thirds(json.dumps(MOCK_TOOL_INPUT))
+                ]
+                events.append(chunk(delta({}, "tool_calls")))
+            else:
+                events = [chunk(delta({"role": "assistant", "content": ""}))]
+                events += [chunk(delta({"content": piece})) for piece in _thirds(content)]
+                events.append(chunk(delta({}, "stop")))
             if include_usage:
                 events.append(chunk([], dict(MOCK_USAGE)))
 
+            self._start_sse()
+            for ev in events:
+                self._chunk(b"data: " + json.dumps(ev).encode() + b"\n\n")
+                time.sleep(0.01)  # make the chunks arrive separately
+            self._chunk(b"data: [DONE]\n\n")
+            self._end_chunks()
+
+        def _start_sse(self) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream; charset=utf-8")
             self.send_header("Cache-Control", "no-cache")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             self.wfile.flush()
-            for ev in events:
-                self._chunk(b"data: " + json.dumps(ev).encode() + b"\n\n")
-                time.sleep(0.01)  # make the chunks arrive separately
-            self._chunk(b"data: [DONE]\n\n")
+
+        def _end_chunks(self) -> None:
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
+
+        # -- Anthropic Messages API ----------------------------------------
+        def _anthropic_error(self, status: int, etype: str, message: str) -> None:
+            data = json.dumps({"type": "error", "error": {"type": etype, "message": message}}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("request-id", "req_mock")
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+
+        def _anthropic_messages(self, headers: dict[str, str], body: Any) -> None:
+            """Anthropic's ``POST /v1/messages``, validated like the real API."""
+            if not anthropic_key_of(headers):
+                self._anthropic_error(401, "authentication_error", "x-api-key header is required")
+                return
+            if not headers.get("anthropic-version"):
+                self._anthropic_error(400, "invalid_request_error", "anthropic-version: header is required")
+                return
+            if not isinstance(body, dict):
+                self._anthropic_error(400, "invalid_request_error", "There was an error parsing the body of your request")
+                return
+            for name in ("model", "max_tokens", "messages"):
+                if name not in body:
+                    self._anthropic_error(400, "invalid_request_error", f"{name}: Field required")
+                    return
+            messages = body["messages"]
+            mt = body["max_tokens"]
+            if not isinstance(mt, int) or isinstance(mt, bool) or mt < 1:
+                self._anthropic_error(400, "invalid_request_error", "max_tokens: Input should be a valid integer >= 1")
+                return
+            if not isinstance(messages, list):
+                self._anthropic_error(400, "invalid_request_error", "messages: Input should be a valid list")
+                return
+            for i, m in enumerate(messages):
+                role = m.get("role") if isinstance(m, dict) else None
+                if role not in ("user", "assistant"):
+                    # The real API only has user/assistant turns; `system` is top-level.
+                    self._anthropic_error(
+                        400, "invalid_request_error",
+                        f"messages.{i}.role: Input should be 'user' or 'assistant'",
+                    )
+                    return
+            tools = body.get("tools")
+            if tools is not None:
+                if not isinstance(tools, list):
+                    self._anthropic_error(400, "invalid_request_error", "tools: Input should be a valid list")
+                    return
+                for i, t in enumerate(tools):
+                    if not isinstance(t, dict) or not t.get("name") or not isinstance(t.get("input_schema"), dict):
+                        self._anthropic_error(
+                            400, "invalid_request_error", f"tools.{i}: `name` and `input_schema` are required"
+                        )
+                        return
+
+            user_text = last_user_text(messages)
+            if MOCK_FAIL_529 in user_text:
+                self._anthropic_error(529, "overloaded_error", "Overloaded")
+                return
+
+            model = str(body["model"])
+            tool_name = _first_tool_name(tools) if _wants_tool(body, messages) else None
+            text = "mock says: " + user_text
+            if body.get("stream") is True:
+                self._anthropic_stream(model, text, tool_name)
+                return
+            if tool_name is not None:
+                content: list[dict[str, Any]] = [{
+                    "type": "tool_use",
+                    "id": MOCK_ANTHROPIC_TOOL_USE_ID,
+                    "name": tool_name,
+                    "input": dict(MOCK_TOOL_INPUT),
+                }]
+                stop = "tool_use"
+            else:
+                content = [{"type": "text", "text": text}]
+                stop = "end_turn"
+            data = json.dumps({
+                "id": "msg_mock",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": content,
+                "stop_reason": stop,
+                "stop_sequence": None,
+                "usage": {
+                    **MOCK_ANTHROPIC_USAGE,
+                    "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 0,
+                    "service_tier": "standard",
+                },
+            }).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("request-id", "req_mock")
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+
+        def _anthropic_stream(self, model: str, text: str, tool_name: str | None) -> None:
+            """The real event sequence: message_start, content_block_start, ping,
+            content_block_delta..., content_block_stop, message_delta, message_stop."""
+            events: list[tuple[str, dict[str, Any]]] = [
+                ("message_start", {"type": "message_start", "message": {
+                    "id": "msg_mock",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {
+                        "input_tokens": MOCK_ANTHROPIC_USAGE["input_tokens"],
+                        "cache_creation_input_tokens": 0,
+                        "cache_read_input_tokens": 0,
+                        "output_tokens": 1,
+                        "service_tier": "standard",
+                    },
+                }}),
+            ]
+            if tool_name is not None:
+                block: dict[str, Any] = {
+                    "type": "tool_use", "id": MOCK_ANTHROPIC_TOOL_USE_ID, "name": tool_name, "input": {},
+                }
+                deltas = [{"type": "input_json_delta", "partial_json": p}
+                          for p in ["", *_thirds(json.dumps(MOCK_TOOL_INPUT))]]
+                stop = "tool_use"
+            else:
+                block = {"type": "text", "text": ""}
+                deltas = [{"type": "text_delta", "text": p} for p in _thirds(text)]
+                stop = "end_turn"
+            events.append(("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}))
+            events.append(("ping", {"type": "ping"}))
+            events += [("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": d}) for d in deltas]
+            events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
+            events.append(("message_delta", {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "usage": {"output_tokens": MOCK_ANTHROPIC_USAGE["output_tokens"]},
+            }))
+            events.append(("message_stop", {"type": "message_stop"}))
+
+            self._start_sse()
+            for name, data in events:
+                self._chunk(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+                time.sleep(0.01)  # make the chunks arrive separately
+            self._end_chunks()
 
     return Handler
 
@@ -314,7 +578,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 # Variables the gateway reads; never inherited from the developer's shell, so a
 # real cloud key cannot leak into (or change) a test. Tests pass them explicitly.
-_SCRUBBED_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL")
+_SCRUBBED_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")
 
 
 @pytest.fixture(scope="module")

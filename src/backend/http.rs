@@ -1,0 +1,340 @@
+//! The HTTP side every cloud backend shares: one pooled reqwest (rustls)
+//! client per backend, auth headers built once (marked sensitive, never
+//! printed), retries of connect errors, 429 and 5xx before the first byte
+//! with jittered exponential backoff, first-byte / idle / total timeouts, and
+//! a stream pump that maps upstream SSE events to client-ready OpenAI events.
+
+use super::sse::EventSplitter;
+use super::{DispatchError, UsageCell};
+use crate::api::ApiFormat;
+use crate::config::{Cloud, Retries, Timeouts};
+use crate::error::GatewayError;
+use crate::policy::cost::Usage;
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use rand::Rng;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub struct Upstream {
+    pub name: String,
+    key_env: String,
+    /// Auth plus fixed headers; `Err` says why the backend is unavailable.
+    headers: Result<HeaderMap, String>,
+    url: String,
+    timeouts: Timeouts,
+    retries: Retries,
+    client: reqwest::Client,
+    /// The API the upstream speaks (its 4xx bodies are in this shape).
+    format: ApiFormat,
+}
+
+/// How the key is sent: header name and value prefix (`Bearer `, or none).
+pub struct Auth {
+    pub header: HeaderName,
+    pub prefix: &'static str,
+}
+
+/// A sent request that answered 2xx.
+pub struct Sent {
+    pub resp: reqwest::Response,
+    pub started: Instant,
+    pub deadline: Instant,
+}
+
+/// Maps one upstream SSE event to client-ready OpenAI events.
+pub trait EventMapper: Send + 'static {
+    fn event(&mut self, event: Bytes) -> Vec<Bytes>;
+    /// Usage learned so far (taken, so it is stored once).
+    fn take_usage(&mut self) -> Option<Usage>;
+}
+
+impl Upstream {
+    /// `path` is appended to the base URL; `env` looks up environment
+    /// variables (injected so tests need not touch the process env).
+    pub fn new(
+        name: &str,
+        cfg: &Cloud<'_>,
+        path: &str,
+        auth: Auth,
+        fixed: &[(HeaderName, &str)],
+        format: ApiFormat,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
+        let headers = match env(cfg.api_key_env).filter(|k| !k.trim().is_empty()) {
+            None => Err(format!(
+                "backend `{name}` is unavailable: the environment variable {} is not set",
+                cfg.api_key_env
+            )),
+            Some(k) => HeaderValue::from_str(&format!("{}{k}", auth.prefix))
+                .map(|mut v| {
+                    v.set_sensitive(true);
+                    let mut h = HeaderMap::new();
+                    h.insert(auth.header, v);
+                    for (n, v) in fixed {
+                        if let Ok(v) = HeaderValue::from_str(v) {
+                            h.insert(n.clone(), v);
+                        }
+                    }
+                    h
+                })
+                .map_err(|_| {
+                    format!(
+                        "backend `{name}` is unavailable: the value of {} is not a valid header value",
+                        cfg.api_key_env
+                    )
+                }),
+        };
+        let base = cfg
+            .base_url_env
+            .and_then(env)
+            .filter(|u| !u.trim().is_empty())
+            .or_else(|| cfg.base_url.map(str::to_string))
+            .ok_or_else(|| format!("backend `{name}`: no base URL (set `base_url` or the env var in `base_url_env`)"))?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(cfg.timeouts.connect_ms))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| format!("backend `{name}`: HTTP client: {e}"))?;
+        Ok(Self {
+            name: name.to_string(),
+            key_env: cfg.api_key_env.to_string(),
+            headers,
+            url: format!("{}{path}", base.trim_end_matches('/')),
+            timeouts: cfg.timeouts.clone(),
+            retries: cfg.retries.clone(),
+            client,
+            format,
+        })
+    }
+
+    fn headers(&self) -> Result<&HeaderMap, DispatchError> {
+        self.headers.as_ref().map_err(|why| {
+            DispatchError::retryable("unavailable", GatewayError::BackendUnavailable(why.clone()))
+        })
+    }
+
+    pub fn availability(&self) -> Result<(), DispatchError> {
+        self.headers().map(|_| ())
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self
+            .retries
+            .initial_backoff_ms
+            .saturating_mul(1u64 << attempt.min(16));
+        let capped = base.min(self.retries.max_backoff_ms);
+        let jitter = rand::rng().random_range(0.5..=1.0);
+        Duration::from_millis((capped as f64 * jitter) as u64)
+    }
+
+    /// POST `body`, retrying what may succeed on a second try; `Ok` once a
+    /// 2xx head arrived.
+    pub async fn send(&self, body: Bytes, stream: bool) -> Result<Sent, DispatchError> {
+        let headers = self.headers()?;
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(self.timeouts.total_ms);
+        let mut attempt = 0;
+        loop {
+            let send = self
+                .client
+                .post(&self.url)
+                .headers(headers.clone())
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .header(
+                    http::header::ACCEPT,
+                    if stream {
+                        "text/event-stream"
+                    } else {
+                        "application/json"
+                    },
+                )
+                .body(body.clone())
+                .send();
+            let first_byte = Duration::from_millis(self.timeouts.first_byte_ms);
+            let (reason, msg, status) = match tokio::time::timeout(first_byte, send).await {
+                Err(_) => {
+                    return Err(DispatchError::retryable(
+                        "timeout",
+                        GatewayError::UpstreamTimeout(format!(
+                            "backend `{}` sent no response head within {} ms",
+                            self.name, self.timeouts.first_byte_ms
+                        )),
+                    ))
+                }
+                Ok(Err(e)) if e.is_connect() => (
+                    "connect",
+                    format!("cannot connect to backend `{}`", self.name),
+                    None,
+                ),
+                Ok(Err(e)) => {
+                    return Err(DispatchError::retryable(
+                        "transport",
+                        GatewayError::UpstreamFailed(format!(
+                            "backend `{}` request failed: {}",
+                            self.name,
+                            without_url(&e)
+                        )),
+                    ))
+                }
+                Ok(Ok(r)) if r.status().is_success() => {
+                    return Ok(Sent {
+                        resp: r,
+                        started,
+                        deadline,
+                    })
+                }
+                Ok(Ok(r))
+                    if r.status() == StatusCode::TOO_MANY_REQUESTS
+                        || r.status().is_server_error() =>
+                {
+                    let s = r.status();
+                    (
+                        "upstream_status",
+                        format!("backend `{}` answered {s}", self.name),
+                        Some(s),
+                    )
+                }
+                Ok(Ok(r))
+                    if r.status() == StatusCode::UNAUTHORIZED
+                        || r.status() == StatusCode::FORBIDDEN =>
+                {
+                    return Err(DispatchError::retryable(
+                        "auth",
+                        GatewayError::UpstreamFailed(format!(
+                            "backend `{}` rejected the gateway's credentials ({}); check {}",
+                            self.name,
+                            r.status(),
+                            self.key_env
+                        )),
+                    ))
+                }
+                Ok(Ok(r)) => {
+                    // The upstream's own words about the client's request.
+                    let status = r.status();
+                    let body = r.bytes().await.unwrap_or_default();
+                    return Err(DispatchError::fatal(
+                        "client_error",
+                        GatewayError::UpstreamClientError {
+                            status,
+                            body,
+                            format: self.format,
+                        },
+                    ));
+                }
+            };
+            let pause = self.backoff(attempt);
+            if attempt >= self.retries.max_retries || Instant::now() + pause >= deadline {
+                let msg = format!("{msg} (after {} attempt(s))", attempt + 1);
+                // 503 and Anthropic's 529 mean "overloaded, come back later".
+                let overloaded = matches!(status.map(|s| s.as_u16()), Some(503 | 529));
+                let error = if overloaded {
+                    GatewayError::BackendUnavailable(msg)
+                } else {
+                    GatewayError::UpstreamFailed(msg)
+                };
+                return Err(DispatchError::retryable(reason, error));
+            }
+            tokio::time::sleep(pause).await;
+            attempt += 1;
+        }
+    }
+
+    /// The whole body of a non-streamed answer, within the total deadline.
+    pub async fn read_full(&self, sent: Sent) -> Result<Bytes, DispatchError> {
+        match tokio::time::timeout_at(sent.deadline, sent.resp.bytes()).await {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(e)) => Err(DispatchError::retryable(
+                "transport",
+                GatewayError::UpstreamFailed(format!(
+                    "backend `{}` broke off its response: {}",
+                    self.name,
+                    without_url(&e)
+                )),
+            )),
+            Err(_) => Err(DispatchError::retryable(
+                "timeout",
+                GatewayError::UpstreamTimeout(format!(
+                    "backend `{}` did not finish within {} ms",
+                    self.name, self.timeouts.total_ms
+                )),
+            )),
+        }
+    }
+
+    /// Pump a streamed answer through `mapper`, with the idle and total
+    /// timeouts; failures after the head become an OpenAI error event.
+    pub fn stream<M: EventMapper>(
+        &self,
+        sent: Sent,
+        mut mapper: M,
+        cell: Arc<UsageCell>,
+    ) -> futures::stream::BoxStream<'static, Bytes> {
+        let idle = Duration::from_millis(self.timeouts.idle_ms);
+        let name = self.name.clone();
+        let Sent { resp, deadline, .. } = sent;
+        let s = async_stream::stream! {
+            let mut body = resp.bytes_stream();
+            let mut splitter = EventSplitter::default();
+            loop {
+                let wait_until = (Instant::now() + idle).min(deadline);
+                match tokio::time::timeout_at(wait_until, body.next()).await {
+                    Err(_) => {
+                        tracing::warn!(backend = %name, "upstream stream timed out");
+                        yield error_event(&format!("backend `{name}` stream timed out"), "upstream_timeout");
+                        break;
+                    }
+                    Ok(None) => {
+                        if let Some(rest) = splitter.finish() {
+                            let mut ev = rest.to_vec();
+                            ev.extend_from_slice(b"\n\n");
+                            for b in mapper.event(Bytes::from(ev)) {
+                                yield b;
+                            }
+                        }
+                        break;
+                    }
+                    Ok(Some(Err(e))) => {
+                        tracing::warn!(backend = %name, error = %without_url(&e), "upstream stream broke off");
+                        yield error_event(&format!("backend `{name}` stream broke off"), "upstream_failed");
+                        break;
+                    }
+                    Ok(Some(Ok(chunk))) => {
+                        for ev in splitter.push(&chunk) {
+                            for b in mapper.event(ev) {
+                                yield b;
+                            }
+                        }
+                        if let Some(u) = mapper.take_usage() {
+                            cell.set(u);
+                        }
+                    }
+                }
+            }
+            if let Some(u) = mapper.take_usage() {
+                cell.set(u);
+            }
+        };
+        s.boxed()
+    }
+}
+
+/// reqwest errors can carry the URL; keep messages free of it.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(u) = e.url() {
+        s = s.replace(u.as_str(), "<upstream>");
+    }
+    s
+}
+
+/// An SSE error event in OpenAI's shape, for failures after the head was sent.
+pub fn error_event(message: &str, code: &str) -> Bytes {
+    let v =
+        serde_json::json!({"error": {"message": message, "type": "upstream_error", "code": code}});
+    super::sse::data_event(&v.to_string())
+}

@@ -1,0 +1,84 @@
+//! OpenAI <-> Anthropic translation, one module per direction: `to_anthropic`
+//! produces Anthropic shapes (requests for the Anthropic backend; responses,
+//! streams and errors for `/v1/messages` clients) and `to_openai` produces
+//! OpenAI shapes. Everything both formats can express survives a round trip
+//! (property-tested below); what only one side has is dropped or rejected
+//! with a 400 that names the field.
+
+pub mod to_anthropic;
+pub mod to_openai;
+
+use crate::error::GatewayError;
+use crate::middleware::parse::type_name;
+use serde_json::{Map, Value};
+
+/// OpenAI `finish_reason` -> Anthropic `stop_reason`.
+pub fn stop_reason(finish: &str) -> &'static str {
+    match finish {
+        "length" => "max_tokens",
+        "tool_calls" | "function_call" => "tool_use",
+        "content_filter" => "refusal",
+        _ => "end_turn",
+    }
+}
+
+/// Anthropic `stop_reason` -> OpenAI `finish_reason`.
+pub fn finish_reason(stop: &str) -> &'static str {
+    match stop {
+        "max_tokens" | "model_context_window_exceeded" => "length",
+        "tool_use" => "tool_calls",
+        "refusal" => "content_filter",
+        _ => "stop",
+    }
+}
+
+/// `data:`-only SSE event (OpenAI streams).
+pub fn data_event(v: &Value) -> bytes::Bytes {
+    bytes::Bytes::from(format!("data: {v}\n\n"))
+}
+
+/// Named SSE event (Anthropic streams).
+pub fn named_event(name: &str, v: &Value) -> bytes::Bytes {
+    bytes::Bytes::from(format!("event: {name}\ndata: {v}\n\n"))
+}
+
+fn bad(param: &str, msg: impl Into<String>) -> GatewayError {
+    GatewayError::invalid(param, msg)
+}
+
+fn expect<'a>(
+    v: &'a Value,
+    param: &str,
+    what: &str,
+) -> Result<&'a Map<String, Value>, GatewayError> {
+    v.as_object().ok_or_else(|| {
+        bad(
+            param,
+            format!("`{param}` must be {what}, got {}", type_name(v)),
+        )
+    })
+}
+
+fn str_field<'a>(m: &'a Map<String, Value>, k: &str, param: &str) -> Result<&'a str, GatewayError> {
+    match m.get(k) {
+        Some(Value::String(s)) => Ok(s),
+        None | Some(Value::Null) => Err(bad(
+            &format!("{param}.{k}"),
+            format!("`{param}.{k}` is required"),
+        )),
+        Some(v) => Err(bad(
+            &format!("{param}.{k}"),
+            format!("`{param}.{k}` must be a string, got {}", type_name(v)),
+        )),
+    }
+}
+
+/// `data:<media>;base64,<data>` -> (media, data).
+fn split_data_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("data:")?;
+    let (media, data) = rest.split_once(";base64,")?;
+    Some((media, data))
+}
+
+#[cfg(test)]
+mod tests;

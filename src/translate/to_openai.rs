@@ -1,0 +1,559 @@
+//! Everything that produces OpenAI chat-completions shapes: `/v1/messages`
+//! requests (then routed like any chat request), and the Anthropic backend's
+//! responses, stream events and errors.
+
+use super::{bad, expect, finish_reason, str_field};
+use crate::api::openai::unix_now;
+use crate::error::GatewayError;
+use crate::middleware::parse::type_name;
+use crate::policy::cost::Usage;
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+/// Anthropic Messages body -> OpenAI chat-completions body. Validates what
+/// the Messages API requires (`model`, `max_tokens`, `messages`).
+pub fn request(a: &Map<String, Value>) -> Result<Map<String, Value>, GatewayError> {
+    let mut out = Map::new();
+    match a.get("model") {
+        Some(Value::String(s)) if !s.is_empty() => out.insert("model".into(), s.clone().into()),
+        _ => {
+            return Err(bad(
+                "model",
+                "`model` is required and must be a non-empty string",
+            ))
+        }
+    };
+    match a.get("max_tokens") {
+        Some(v) if v.as_u64().is_some_and(|x| x >= 1) => out.insert("max_tokens".into(), v.clone()),
+        None | Some(Value::Null) => return Err(bad("max_tokens", "`max_tokens` is required")),
+        Some(v) => {
+            return Err(bad(
+                "max_tokens",
+                format!("`max_tokens` must be an integer >= 1, got {v}"),
+            ))
+        }
+    };
+    let mut messages = Vec::new();
+    match a.get("system") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => messages.push(json!({"role": "system", "content": s})),
+        Some(Value::Array(blocks)) => {
+            let text = blocks_text(blocks, "system")?;
+            messages.push(json!({"role": "system", "content": text}));
+        }
+        Some(v) => {
+            return Err(bad(
+                "system",
+                format!(
+                    "`system` must be a string or an array of text blocks, got {}",
+                    type_name(v)
+                ),
+            ))
+        }
+    }
+    let msgs = match a.get("messages") {
+        Some(Value::Array(m)) if !m.is_empty() => m,
+        Some(Value::Array(_)) => {
+            return Err(bad(
+                "messages",
+                "`messages` must contain at least one message",
+            ))
+        }
+        None | Some(Value::Null) => return Err(bad("messages", "`messages` is required")),
+        Some(v) => {
+            return Err(bad(
+                "messages",
+                format!("`messages` must be an array, got {}", type_name(v)),
+            ))
+        }
+    };
+    for (i, m) in msgs.iter().enumerate() {
+        let p = format!("messages[{i}]");
+        let m = expect(m, &p, "an object")?;
+        match str_field(m, "role", &p)? {
+            "user" => user(m.get("content"), &p, &mut messages)?,
+            "assistant" => messages.push(assistant(m.get("content"), &p)?),
+            other => {
+                return Err(bad(
+                    &format!("{p}.role"),
+                    format!("`{p}.role` `{other}` is not one of user, assistant"),
+                ))
+            }
+        }
+    }
+    out.insert("messages".into(), messages.into());
+    for k in ["temperature", "top_p"] {
+        if let Some(v) = a.get(k).filter(|v| !v.is_null()) {
+            out.insert(k.into(), v.clone());
+        }
+    }
+    if let Some(v) = a.get("stop_sequences").filter(|v| !v.is_null()) {
+        out.insert("stop".into(), v.clone());
+    }
+    if let Some(v) = a.get("stream").filter(|v| !v.is_null()) {
+        out.insert("stream".into(), v.clone());
+        if v == &Value::Bool(true) {
+            out.insert("stream_options".into(), json!({"include_usage": true}));
+        }
+    }
+    if let Some(Value::Array(t)) = a.get("tools") {
+        if !t.is_empty() {
+            out.insert("tools".into(), tools(t)?);
+        }
+    }
+    if let Some(tc) = a.get("tool_choice").filter(|v| !v.is_null()) {
+        let (choice, parallel) = tool_choice(tc)?;
+        if let Some(c) = choice {
+            out.insert("tool_choice".into(), c);
+        }
+        if !parallel {
+            out.insert("parallel_tool_calls".into(), false.into());
+        }
+    }
+    if let Some(u) = a
+        .get("metadata")
+        .and_then(|m| m.get("user_id"))
+        .and_then(Value::as_str)
+    {
+        out.insert("user".into(), u.into());
+    }
+    Ok(out)
+}
+
+fn blocks_text(blocks: &[Value], p: &str) -> Result<String, GatewayError> {
+    let mut parts = Vec::new();
+    for (j, b) in blocks.iter().enumerate() {
+        let bp = format!("{p}[{j}]");
+        let b = expect(b, &bp, "an object")?;
+        if b.get("type").and_then(Value::as_str) == Some("text") {
+            parts.push(str_field(b, "text", &bp)?);
+        }
+    }
+    Ok(parts.join("\n"))
+}
+
+/// A user turn: tool results become OpenAI `tool` messages (first, as they
+/// answer the previous assistant turn), the rest one user message.
+fn user(content: Option<&Value>, p: &str, out: &mut Vec<Value>) -> Result<(), GatewayError> {
+    let blocks = match content {
+        Some(Value::String(s)) => {
+            out.push(json!({"role": "user", "content": s}));
+            return Ok(());
+        }
+        Some(Value::Array(b)) => b,
+        None | Some(Value::Null) => {
+            return Err(bad(
+                &format!("{p}.content"),
+                format!("`{p}.content` is required"),
+            ))
+        }
+        Some(v) => {
+            return Err(bad(
+                &format!("{p}.content"),
+                format!(
+                    "`{p}.content` must be a string or an array of blocks, got {}",
+                    type_name(v)
+                ),
+            ))
+        }
+    };
+    let mut parts = Vec::new();
+    for (j, b) in blocks.iter().enumerate() {
+        let bp = format!("{p}.content[{j}]");
+        let b = expect(b, &bp, "an object")?;
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => parts.push(json!({"type": "text", "text": str_field(b, "text", &bp)?})),
+            Some("image") => {
+                parts.push(json!({"type": "image_url", "image_url": {"url": image_url(b, &bp)?}}))
+            }
+            Some("tool_result") => {
+                let text = match b.get("content") {
+                    None | Some(Value::Null) => String::new(),
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Array(c)) => blocks_text(c, &format!("{bp}.content"))?,
+                    Some(v) => {
+                        return Err(bad(
+                            &format!("{bp}.content"),
+                            format!(
+                                "`{bp}.content` must be a string or an array of blocks, got {}",
+                                type_name(v)
+                            ),
+                        ))
+                    }
+                };
+                out.push(json!({"role": "tool", "tool_call_id": str_field(b, "tool_use_id", &bp)?, "content": text}));
+            }
+            Some(other) => {
+                return Err(bad(
+                    &format!("{bp}.type"),
+                    format!("content block type `{other}` is not supported by this gateway"),
+                ))
+            }
+            None => {
+                return Err(bad(
+                    &format!("{bp}.type"),
+                    format!("`{bp}.type` is required"),
+                ))
+            }
+        }
+    }
+    if !parts.is_empty() {
+        out.push(json!({"role": "user", "content": parts}));
+    }
+    Ok(())
+}
+
+fn image_url(b: &Map<String, Value>, p: &str) -> Result<String, GatewayError> {
+    let sp = format!("{p}.source");
+    let s = expect(b.get("source").unwrap_or(&Value::Null), &sp, "an object")?;
+    match str_field(s, "type", &sp)? {
+        "base64" => Ok(format!(
+            "data:{};base64,{}",
+            str_field(s, "media_type", &sp)?,
+            str_field(s, "data", &sp)?
+        )),
+        "url" => Ok(str_field(s, "url", &sp)?.to_string()),
+        other => Err(bad(
+            &format!("{sp}.type"),
+            format!("image source type `{other}` is not supported"),
+        )),
+    }
+}
+
+fn assistant(content: Option<&Value>, p: &str) -> Result<Value, GatewayError> {
+    let blocks = match content {
+        Some(Value::String(s)) => return Ok(json!({"role": "assistant", "content": s})),
+        Some(Value::Array(b)) => b,
+        _ => {
+            return Err(bad(
+                &format!("{p}.content"),
+                format!("`{p}.content` must be a string or an array of blocks"),
+            ))
+        }
+    };
+    let mut text = Vec::new();
+    let mut calls = Vec::new();
+    for (j, b) in blocks.iter().enumerate() {
+        let bp = format!("{p}.content[{j}]");
+        let b = expect(b, &bp, "an object")?;
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => text.push(str_field(b, "text", &bp)?),
+            Some("tool_use") => calls.push(json!({
+                "id": str_field(b, "id", &bp)?,
+                "type": "function",
+                "function": {
+                    "name": str_field(b, "name", &bp)?,
+                    "arguments": b.get("input").cloned().unwrap_or_else(|| json!({})).to_string(),
+                },
+            })),
+            // Reasoning blocks are the model's own; other models cannot use them.
+            Some("thinking" | "redacted_thinking") => {}
+            Some(other) => {
+                return Err(bad(
+                    &format!("{bp}.type"),
+                    format!("content block type `{other}` is not supported in assistant turns"),
+                ))
+            }
+            None => {
+                return Err(bad(
+                    &format!("{bp}.type"),
+                    format!("`{bp}.type` is required"),
+                ))
+            }
+        }
+    }
+    let mut m = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { text.join("").into() }});
+    if !calls.is_empty() {
+        m["tool_calls"] = calls.into();
+    }
+    Ok(m)
+}
+
+fn tools(t: &[Value]) -> Result<Value, GatewayError> {
+    let mut out = Vec::with_capacity(t.len());
+    for (i, tool) in t.iter().enumerate() {
+        let p = format!("tools[{i}]");
+        let tool = expect(tool, &p, "an object")?;
+        if let Some(ty) = tool
+            .get("type")
+            .and_then(Value::as_str)
+            .filter(|t| *t != "custom")
+        {
+            return Err(bad(
+                &format!("{p}.type"),
+                format!("server tool `{ty}` is not supported by this gateway"),
+            ));
+        }
+        let mut f = Map::new();
+        f.insert("name".into(), str_field(tool, "name", &p)?.into());
+        if let Some(d) = tool.get("description").filter(|d| d.is_string()) {
+            f.insert("description".into(), d.clone());
+        }
+        f.insert(
+            "parameters".into(),
+            tool.get("input_schema")
+                .cloned()
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+        );
+        out.push(json!({"type": "function", "function": f}));
+    }
+    Ok(Value::Array(out))
+}
+
+/// -> (OpenAI tool_choice, parallel tool calls allowed).
+fn tool_choice(tc: &Value) -> Result<(Option<Value>, bool), GatewayError> {
+    let o = expect(tc, "tool_choice", "an object")?;
+    let parallel = o.get("disable_parallel_tool_use") != Some(&Value::Bool(true));
+    let choice = match o.get("type").and_then(Value::as_str) {
+        Some("auto") => json!("auto"),
+        Some("any") => json!("required"),
+        Some("none") => json!("none"),
+        Some("tool") => {
+            json!({"type": "function", "function": {"name": str_field(o, "name", "tool_choice")?}})
+        }
+        _ => {
+            return Err(bad(
+                "tool_choice.type",
+                "`tool_choice.type` must be one of auto, any, tool, none",
+            ))
+        }
+    };
+    Ok((Some(choice), parallel))
+}
+
+/// Anthropic usage -> ours (cache reads and writes are input tokens too).
+fn usage(u: Option<&Value>) -> Usage {
+    let tok = |k: &str| {
+        u.and_then(|u| u.get(k))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
+    Usage {
+        prompt_tokens: tok("input_tokens")
+            + tok("cache_creation_input_tokens")
+            + tok("cache_read_input_tokens"),
+        completion_tokens: tok("output_tokens"),
+    }
+}
+
+fn usage_json(u: Usage) -> Value {
+    json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.prompt_tokens + u.completion_tokens})
+}
+
+/// Anthropic message -> OpenAI chat.completion (and its usage).
+pub fn response(a: &Value) -> (Value, Usage) {
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for b in a
+        .get("content")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
+            Some("tool_use") => calls.push(json!({
+                "id": b.get("id").cloned().unwrap_or(Value::Null),
+                "type": "function",
+                "function": {"name": b.get("name").cloned().unwrap_or(Value::Null),
+                             "arguments": b.get("input").cloned().unwrap_or_else(|| json!({})).to_string()},
+            })),
+            _ => {}
+        }
+    }
+    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { text.into() }});
+    if !calls.is_empty() {
+        message["tool_calls"] = calls.into();
+    }
+    let u = usage(a.get("usage"));
+    let finish = a
+        .get("stop_reason")
+        .and_then(Value::as_str)
+        .map(finish_reason)
+        .unwrap_or("stop");
+    let v = json!({
+        "id": a.get("id").cloned().unwrap_or_else(|| "chatcmpl".into()),
+        "object": "chat.completion",
+        "created": unix_now(),
+        "model": a.get("model").cloned().unwrap_or_else(|| "".into()),
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
+        "usage": usage_json(u),
+    });
+    (v, u)
+}
+
+/// An Anthropic error body in OpenAI's shape.
+pub fn error_from_anthropic(status: u16, body: &[u8]) -> Value {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let e = v.get("error");
+    let msg = e
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("upstream answered {status}"));
+    let ty = e
+        .and_then(|e| e.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("upstream_error");
+    json!({"error": {"message": msg, "type": ty, "param": null, "code": null}})
+}
+
+/// Anthropic event stream -> OpenAI chunk stream. Feed each event's name and
+/// data to `push`; it yields client-ready `data:` events, `[DONE]` included.
+pub struct StreamTranslator {
+    id: String,
+    model: String,
+    created: u64,
+    usage: Usage,
+    /// Anthropic block index -> OpenAI tool-call index.
+    tools: Vec<(u64, u64)>,
+    include_usage: bool,
+    pub finished: bool,
+}
+
+impl StreamTranslator {
+    pub fn new(include_usage: bool) -> Self {
+        Self {
+            id: "chatcmpl".into(),
+            model: String::new(),
+            created: unix_now(),
+            usage: Usage::default(),
+            tools: Vec::new(),
+            include_usage,
+            finished: false,
+        }
+    }
+
+    pub fn usage(&self) -> Usage {
+        self.usage
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
+        super::data_event(&json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
+        }))
+    }
+
+    pub fn push(&mut self, data: &str) -> Vec<Bytes> {
+        let Ok(v) = serde_json::from_str::<Value>(data) else {
+            return vec![];
+        };
+        let mut out = Vec::new();
+        match v.get("type").and_then(Value::as_str) {
+            Some("message_start") => {
+                let m = v.get("message");
+                if let Some(id) = m.and_then(|m| m.get("id")).and_then(Value::as_str) {
+                    self.id = id.to_string();
+                }
+                if let Some(model) = m.and_then(|m| m.get("model")).and_then(Value::as_str) {
+                    self.model = model.to_string();
+                }
+                self.usage = usage(m.and_then(|m| m.get("usage")));
+                out.push(self.chunk(json!({"role": "assistant", "content": ""}), None));
+            }
+            Some("content_block_start") => {
+                let idx = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let b = v.get("content_block");
+                match b.and_then(|b| b.get("type")).and_then(Value::as_str) {
+                    Some("text") => {
+                        if let Some(t) = b
+                            .and_then(|b| b.get("text"))
+                            .and_then(Value::as_str)
+                            .filter(|t| !t.is_empty())
+                        {
+                            out.push(self.chunk(json!({"content": t}), None));
+                        }
+                    }
+                    Some("tool_use") => {
+                        let k = self.tools.len() as u64;
+                        self.tools.push((idx, k));
+                        let input = b
+                            .and_then(|b| b.get("input"))
+                            .filter(|i| i.as_object().is_some_and(|o| !o.is_empty()));
+                        let args = input.map(Value::to_string).unwrap_or_default();
+                        out.push(self.chunk(json!({"tool_calls": [{"index": k, "id": b.and_then(|b| b.get("id")), "type": "function",
+                            "function": {"name": b.and_then(|b| b.get("name")), "arguments": args}}]}), None));
+                    }
+                    _ => {}
+                }
+            }
+            Some("content_block_delta") => {
+                let idx = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let d = v.get("delta");
+                match d.and_then(|d| d.get("type")).and_then(Value::as_str) {
+                    Some("text_delta") => {
+                        let t = d
+                            .and_then(|d| d.get("text"))
+                            .and_then(Value::as_str)
+                            .unwrap_or("");
+                        if !t.is_empty() {
+                            out.push(self.chunk(json!({"content": t}), None));
+                        }
+                    }
+                    Some("input_json_delta") => {
+                        let part = d
+                            .and_then(|d| d.get("partial_json"))
+                            .and_then(Value::as_str)
+                            .unwrap_or("");
+                        if let Some(&(_, k)) = self.tools.iter().find(|(i, _)| *i == idx) {
+                            if !part.is_empty() {
+                                out.push(self.chunk(json!({"tool_calls": [{"index": k, "function": {"arguments": part}}]}), None));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Some("message_delta") => {
+                let u = v.get("usage");
+                if let Some(o) = u
+                    .and_then(|u| u.get("output_tokens"))
+                    .and_then(Value::as_u64)
+                {
+                    self.usage.completion_tokens = o;
+                }
+                if u.and_then(|u| u.get("input_tokens"))
+                    .and_then(Value::as_u64)
+                    .is_some()
+                {
+                    self.usage.prompt_tokens = usage(u).prompt_tokens;
+                }
+                if let Some(s) = v
+                    .get("delta")
+                    .and_then(|d| d.get("stop_reason"))
+                    .and_then(Value::as_str)
+                {
+                    out.push(self.chunk(json!({}), Some(finish_reason(s))));
+                }
+            }
+            Some("message_stop") => {
+                if self.include_usage {
+                    out.push(super::data_event(&json!({
+                        "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                        "model": self.model, "choices": [], "usage": usage_json(self.usage),
+                    })));
+                }
+                out.push(Bytes::from_static(crate::backend::sse::DONE));
+                self.finished = true;
+            }
+            Some("error") => {
+                let e = v.get("error");
+                let msg = e
+                    .and_then(|e| e.get("message"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("upstream error");
+                let ty = e
+                    .and_then(|e| e.get("type"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("upstream_error");
+                out.push(super::data_event(
+                    &json!({"error": {"message": msg, "type": ty, "code": "upstream_failed"}}),
+                ));
+                self.finished = true;
+            }
+            _ => {} // ping and future event types
+        }
+        out
+    }
+}
