@@ -111,3 +111,16 @@ pub fn models_fetch(dir: Option<PathBuf>) -> Result<(), String> {
     eprintln!("models ready in {}", dir.display());
     Ok(())
 }
+
+pub async fn calibrate(
+    policy_path: Option<PathBuf>,
+    opts: &crate::calibrate::run::Options,
+    head_out: Option<&Path>,
+    target_accuracy: f64,
+    json: bool,
+) -> Result<(), String> {
+    let policy = load_policy(policy_path.as_deref())?;
+    let state_opts = StateOptions::from_process();
+    ensure_models(&policy, &state_opts.models_dir)?;
+    crate::calibrate::run::command(&policy, state_opts, opts, head_out, target_accuracy, json).await
+}

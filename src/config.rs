@@ -298,6 +298,9 @@ pub struct TriageConfig {
     pub cache_ttl_secs: u64,
     /// Encoder runs at once, on the blocking pool (never on the async workers).
     pub max_concurrency: usize,
+    /// Success head written by `slmgate calibrate --head-out`; relative paths
+    /// resolve against the models dir. Enables `min_local_success` tiers.
+    pub local_success_head: Option<String>,
 }
 
 impl Default for TriageConfig {
@@ -308,6 +311,7 @@ impl Default for TriageConfig {
             cache_size: 10_000,
             cache_ttl_secs: 3_600,
             max_concurrency: 2,
+            local_success_head: None,
         }
     }
 }
@@ -340,12 +344,18 @@ pub struct Tier {
     pub max_score: Option<f64>,
     /// Tier applies when the triage category is one of these.
     pub categories: Option<Vec<String>>,
+    /// Tier applies when the calibrated `P(local succeeds)` is at least this
+    /// (needs `triage.local_success_head`).
+    pub min_local_success: Option<f64>,
     pub target: String,
 }
 
 impl Tier {
     pub fn is_catch_all(&self) -> bool {
-        self.min_score.is_none() && self.max_score.is_none() && self.categories.is_none()
+        self.min_score.is_none()
+            && self.max_score.is_none()
+            && self.categories.is_none()
+            && self.min_local_success.is_none()
     }
 }
 

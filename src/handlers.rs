@@ -209,7 +209,13 @@ async fn plan(
         .ok_or_else(|| GatewayError::ModelNotFound(model.to_string()))?;
     let quick = matches!(requested, Requested::Model(_));
     let tri = triage::run(state, messages, quick).await;
-    let decision = policy::decide(&state.policy, requested, tri.score, tri.category);
+    let decision = policy::decide(
+        &state.policy,
+        requested,
+        tri.score,
+        tri.category,
+        tri.local_success,
+    );
     Ok((tri, decision))
 }
 
@@ -223,6 +229,7 @@ pub async fn explain(
     Ok(serde_json::json!({
         "score": tri.score,
         "category": tri.category,
+        "local_success": tri.local_success,
         "route": d.route,
         "target": d.targets.first().map(|t| t.to_string()),
         "fallbacks": d.targets.iter().skip(1).map(|t| t.to_string()).collect::<Vec<_>>(),

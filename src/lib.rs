@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod calibrate;
 pub mod classifier;
 pub mod cli;
 pub mod cli_triage;

@@ -54,6 +54,34 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run a backend over prompts with checkable answers; report accuracy per source
+    /// against chance; optionally fit P(local succeeds) for routing (--head-out).
+    Calibrate {
+        #[arg(long)]
+        data: PathBuf,
+        /// Per-prompt outcomes (JSONL); an existing file is resumed.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+        /// Default: the policy's first local backend.
+        #[arg(long)]
+        backend: Option<String>,
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 64)]
+        max_tokens: u64,
+        /// Fit the success head on the outcomes and write it here.
+        #[arg(long)]
+        head_out: Option<PathBuf>,
+        /// Local accuracy to find the routing threshold for.
+        #[arg(long, default_value_t = 0.8)]
+        target_accuracy: f64,
+    },
     /// Manage the local model files.
     Models {
         #[command(subcommand)]
@@ -93,6 +121,34 @@ fn main() -> ExitCode {
             policy,
             json,
         } => rt().and_then(|rt| rt.block_on(slmgate::cli_triage::triage(policy, prompt, json))),
+        Cmd::Calibrate {
+            data,
+            out,
+            limit,
+            json,
+            backend,
+            policy,
+            concurrency,
+            max_tokens,
+            head_out,
+            target_accuracy,
+        } => rt().and_then(|rt| {
+            let opts = slmgate::calibrate::run::Options {
+                data,
+                out,
+                limit,
+                backend,
+                concurrency,
+                max_tokens,
+            };
+            rt.block_on(slmgate::cli::calibrate(
+                policy,
+                &opts,
+                head_out.as_deref(),
+                target_accuracy,
+                json,
+            ))
+        }),
         Cmd::Train { data, out, seed } => slmgate::cli_triage::train(&data, &out, seed),
         Cmd::Eval {
             data,

@@ -63,7 +63,32 @@ pub fn build_triage(
         TriageKind::Features => Arc::new(FeatureTriage),
         TriageKind::Model => {
             let dir = models_dir.join(&policy.triage.encoder_dir);
-            Arc::new(ModelTriage::load(&dir).map_err(|e| format!("triage encoder: {e}"))?)
+            let mut t = ModelTriage::load(&dir).map_err(|e| format!("triage encoder: {e}"))?;
+            if let Some(p) = &policy.triage.local_success_head {
+                let head = crate::calibrate::success::SuccessHead::load(&models_dir.join(p))?;
+                t = t.with_success(head);
+            }
+            Arc::new(t)
+        }
+    })
+}
+
+/// One backend from its config (a local model starts loading in the background).
+pub fn build_backend(
+    name: &str,
+    cfg: &BackendConfig,
+    opts: &StateOptions,
+    metrics: Arc<Metrics>,
+) -> Result<Backend, String> {
+    Ok(match cfg {
+        BackendConfig::Openai(c) => {
+            Backend::OpenAi(OpenAiBackend::new(name, &c.cloud(), &*opts.env)?)
+        }
+        BackendConfig::Anthropic(c) => {
+            Backend::Anthropic(AnthropicBackend::new(name, c, &*opts.env)?)
+        }
+        BackendConfig::Local(c) => {
+            Backend::Local(LocalBackend::start(name, c, &opts.models_dir, metrics)?)
         }
     })
 }
@@ -75,20 +100,7 @@ impl AppState {
         let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
         let mut backends = HashMap::new();
         for (name, cfg) in &policy.backends {
-            let b = match cfg {
-                BackendConfig::Openai(c) => {
-                    Backend::OpenAi(OpenAiBackend::new(name, &c.cloud(), &*opts.env)?)
-                }
-                BackendConfig::Anthropic(c) => {
-                    Backend::Anthropic(AnthropicBackend::new(name, c, &*opts.env)?)
-                }
-                BackendConfig::Local(c) => Backend::Local(LocalBackend::start(
-                    name,
-                    c,
-                    &opts.models_dir,
-                    metrics.clone(),
-                )?),
-            };
+            let b = build_backend(name, cfg, &opts, metrics.clone())?;
             backends.insert(name.clone(), Arc::new(b));
         }
         let triage = build_triage(&policy, &opts.models_dir)?;

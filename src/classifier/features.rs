@@ -161,6 +161,7 @@ impl Triage for FeatureTriage {
         TriageResult {
             score: score(&f),
             category: category(messages, &f),
+            local_success: None,
         }
     }
     fn name(&self) -> &'static str {

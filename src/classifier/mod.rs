@@ -14,6 +14,8 @@ use crate::api::openai::ChatMessage;
 pub struct TriageResult {
     pub score: f64,
     pub category: &'static str,
+    /// `P(local model answers well)`, when a calibrated success head is loaded.
+    pub local_success: Option<f64>,
 }
 
 /// A request-complexity scorer. Implementations must be cheap to call from

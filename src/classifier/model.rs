@@ -15,6 +15,8 @@ pub struct ModelTriage {
     encoder: Encoder,
     heads: HeadsFile,
     cats: Vec<&'static str>,
+    /// Calibrated `P(local succeeds)` (`slmgate calibrate --head-out`).
+    success: Option<crate::calibrate::success::SuccessHead>,
     /// Calls, and calls that needed the contextual encoder (for `eval`).
     pub calls: AtomicU64,
     pub full_calls: AtomicU64,
@@ -60,9 +62,16 @@ impl ModelTriage {
             encoder,
             heads,
             cats,
+            success: None,
             calls: AtomicU64::new(0),
             full_calls: AtomicU64::new(0),
         })
+    }
+
+    /// Also predict `local_success` with this head.
+    pub fn with_success(mut self, head: crate::calibrate::success::SuccessHead) -> Self {
+        self.success = Some(head);
+        self
     }
 
     pub fn heads(&self) -> &HeadsFile {
@@ -76,6 +85,7 @@ impl ModelTriage {
     fn run(&self, messages: &[ChatMessage], quick: bool) -> Result<TriageResult, String> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let (fast, ids) = fast_input(&self.encoder, messages);
+        let local_success = self.success.as_ref().map(|s| s.predict(&fast));
         let (mut p, mut c) = self.heads.fast.predict(&fast);
         let [lo, hi] = self.heads.band;
         if !quick && p >= lo && p <= hi {
@@ -88,6 +98,7 @@ impl ModelTriage {
         Ok(TriageResult {
             score: p as f64,
             category: self.cats.get(c).copied().unwrap_or("chat"),
+            local_success,
         })
     }
 }

@@ -95,7 +95,13 @@ pub struct RouteDecision {
 }
 
 /// Pick targets for a request. `score`/`category` come from triage.
-pub fn decide(p: &Policy, requested: &Requested, score: f64, category: &str) -> RouteDecision {
+pub fn decide(
+    p: &Policy,
+    requested: &Requested,
+    score: f64,
+    category: &str,
+    local_success: Option<f64>,
+) -> RouteDecision {
     let (route, primary, fallbacks): (String, Target, &[String]) = match requested {
         Requested::Model(t) => (
             "direct".to_string(),
@@ -119,6 +125,8 @@ pub fn decide(p: &Policy, requested: &Requested, score: f64, category: &str) -> 
                     && t.categories
                         .as_ref()
                         .is_none_or(|cs| cs.iter().any(|c| c == category))
+                    && t.min_local_success
+                        .is_none_or(|lo| local_success.is_some_and(|s| s >= lo))
             });
             let Some(tier) = tier.or(r.tiers.last()) else {
                 return RouteDecision {
@@ -179,13 +187,13 @@ fallbacks:
     fn tiers_pick_in_order() {
         let p = policy();
         let auto = Requested::Route("auto".into());
-        let d = decide(&p, &auto, 0.2, "chat");
+        let d = decide(&p, &auto, 0.2, "chat", None);
         assert_eq!(d.route, "auto:simple");
         assert_eq!(d.targets[0].to_string(), "cloud/small");
         assert_eq!(d.targets.len(), 2, "fallbacks deduplicated: {d:?}");
-        assert_eq!(decide(&p, &auto, 0.4, "code").route, "auto:code");
-        assert_eq!(decide(&p, &auto, 0.2, "code").route, "auto:simple");
-        assert_eq!(decide(&p, &auto, 0.5, "qa").route, "auto:hard");
+        assert_eq!(decide(&p, &auto, 0.4, "code", None).route, "auto:code");
+        assert_eq!(decide(&p, &auto, 0.2, "code", None).route, "auto:simple");
+        assert_eq!(decide(&p, &auto, 0.5, "qa", None).route, "auto:hard");
     }
 
     #[test]
@@ -193,11 +201,11 @@ fallbacks:
         let p = policy();
         let idx = ModelIndex::new(&p);
         let r = idx.resolve("mini").expect("alias").clone();
-        let d = decide(&p, &r, 0.9, "math");
+        let d = decide(&p, &r, 0.9, "math", None);
         assert_eq!(d.route, "direct");
         assert_eq!(d.targets[0].model, "small");
         let big = idx.resolve("cloud/big").expect("qualified").clone();
-        let d = decide(&p, &big, 0.0, "chat");
+        let d = decide(&p, &big, 0.0, "chat", None);
         assert_eq!(
             d.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
             ["cloud/big", "cloud/small"]
@@ -209,7 +217,7 @@ fallbacks:
         #[test]
         fn every_score_finds_a_target(score in 0.0f64..=1.0, cat in 0usize..CATEGORIES.len()) {
             let p = policy();
-            let d = decide(&p, &Requested::Route("auto".into()), score, CATEGORIES[cat]);
+            let d = decide(&p, &Requested::Route("auto".into()), score, CATEGORIES[cat], None);
             prop_assert!(!d.targets.is_empty());
             let mut seen = std::collections::HashSet::new();
             prop_assert!(d.targets.iter().all(|t| seen.insert(t.clone())));

@@ -74,7 +74,19 @@ pub fn validate(p: &Policy) -> Result<(), String> {
         for (i, t) in r.tiers.iter().enumerate() {
             let f = format!("routes.{rname}.tiers[{i}]");
             check_target(&format!("{f}.target"), &t.target, &mut errors);
-            for (k, v) in [("min_score", t.min_score), ("max_score", t.max_score)] {
+            if t.min_local_success.is_some()
+                && (p.triage.kind != crate::config::TriageKind::Model
+                    || p.triage.local_success_head.is_none())
+            {
+                errors.push(format!(
+                    "`{f}.min_local_success`: needs `triage: {{kind: model, local_success_head: FILE}}` (FILE from `slmgate calibrate --head-out`)"
+                ));
+            }
+            for (k, v) in [
+                ("min_score", t.min_score),
+                ("max_score", t.max_score),
+                ("min_local_success", t.min_local_success),
+            ] {
                 if let Some(v) = v {
                     if !(0.0..=1.0).contains(&v) {
                         errors.push(format!("`{f}.{k}`: {v} is outside [0, 1]"));
@@ -99,7 +111,7 @@ pub fn validate(p: &Policy) -> Result<(), String> {
         }
         if r.tiers.last().is_some_and(|t| !t.is_catch_all()) {
             errors.push(format!(
-                "`routes.{rname}.tiers`: the last tier must have no conditions (no min_score, max_score or categories) so every request finds a target"
+                "`routes.{rname}.tiers`: the last tier must have no conditions (no min_score, max_score, categories or min_local_success) so every request finds a target"
             ));
         }
         for (i, f) in r.fallbacks.iter().enumerate() {

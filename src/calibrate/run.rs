@@ -1,0 +1,364 @@
+//! `slmgate calibrate`: run one backend over checkable prompts at
+//! temperature 0 with bounded concurrency, append each outcome to the
+//! `--out` file as it completes (so an interrupted run keeps its results
+//! and the next run resumes where it stopped), with a progress line and ETA.
+
+use super::check::{self, Record};
+use super::{read_records, select, summarise, Outcome, Summary};
+use crate::backend::{Backend, ReplyBody};
+use crate::config::Policy;
+use crate::metrics::Metrics;
+use crate::state::{build_backend, StateOptions};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct Options {
+    pub data: PathBuf,
+    pub out: PathBuf,
+    pub limit: Option<usize>,
+    /// Backend to calibrate (default: the policy's first local backend).
+    pub backend: Option<String>,
+    pub concurrency: usize,
+    /// Completion budget per prompt (the baseline used 64).
+    pub max_tokens: u64,
+}
+
+/// What the run did, for the report.
+pub struct Report {
+    pub summary: Summary,
+    pub backend: String,
+    pub model: String,
+    pub ran: usize,
+    pub resumed: usize,
+    pub failed: usize,
+    pub wall_secs: f64,
+}
+
+/// Outcomes already in `path` (a torn last line from an interrupted run is
+/// dropped and the file rewritten without it).
+pub fn load_outcomes(path: &Path) -> Result<BTreeMap<String, Outcome>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let mut out = BTreeMap::new();
+    let mut kept = String::new();
+    let mut torn = false;
+    for line in text.split_inclusive('\n') {
+        match serde_json::from_str::<Outcome>(line.trim_end()) {
+            Ok(o) if line.ends_with('\n') => {
+                kept.push_str(line);
+                out.insert(o.id.clone(), o);
+            }
+            _ if line.trim().is_empty() => {}
+            _ => torn = true,
+        }
+    }
+    if torn {
+        std::fs::write(path, kept)
+            .map_err(|e| format!("cannot rewrite {}: {e}", path.display()))?;
+    }
+    Ok(out)
+}
+
+/// Pick the backend and the model id to send.
+fn pick(policy: &Policy, wanted: Option<&str>) -> Result<(String, String), String> {
+    let (name, cfg) = match wanted {
+        Some(n) => policy
+            .backends
+            .get_key_value(n)
+            .ok_or_else(|| format!("--backend {n}: no such backend in the policy"))?,
+        None => policy
+            .backends
+            .iter()
+            .find(|(_, c)| c.kind() == "local")
+            .ok_or("the policy has no local backend; name one with --backend")?,
+    };
+    let (id, m) = cfg
+        .models()
+        .iter()
+        .next()
+        .ok_or_else(|| format!("backend `{name}` has no models"))?;
+    Ok((
+        name.clone(),
+        m.upstream_name.clone().unwrap_or_else(|| id.clone()),
+    ))
+}
+
+async fn ask(
+    backend: &Backend,
+    model: &str,
+    r: &Record,
+    max_tokens: u64,
+) -> Result<(String, u64), String> {
+    let body = json!({"model": model, "temperature": 0, "max_tokens": max_tokens,
+                      "messages": [{"role": "user", "content": r.prompt}]});
+    let Value::Object(raw) = body else {
+        return Err("request is not an object".into());
+    };
+    let req = crate::middleware::parse::chat_request_map(raw).map_err(|e| e.to_string())?;
+    let reply = backend
+        .chat(&req, model)
+        .await
+        .map_err(|e| e.error.to_string())?;
+    let ReplyBody::Full { bytes, usage } = reply.body else {
+        return Err("backend streamed a non-streamed request".into());
+    };
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("reply is not JSON: {e}"))?;
+    let text = v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    Ok((text, usage.completion_tokens))
+}
+
+struct Progress {
+    total: usize,
+    done: usize,
+    started: Instant,
+    tty: bool,
+    last_line: usize,
+}
+
+impl Progress {
+    fn tick(&mut self, correct: usize) {
+        self.done += 1;
+        let secs = self.started.elapsed().as_secs_f64();
+        let rate = self.done as f64 / secs.max(1e-9);
+        let eta = (self.total - self.done) as f64 / rate.max(1e-9);
+        let pct = 100 * self.done / self.total.max(1);
+        let bar: String = (0..30)
+            .map(|i| if i * 100 < pct * 30 { '#' } else { '.' })
+            .collect();
+        let line = format!(
+            "[{bar}] {}/{} {pct}%  {:.1} prompts/min  correct {correct}  ETA {}m{:02}s",
+            self.done,
+            self.total,
+            rate * 60.0,
+            (eta / 60.0) as u64,
+            (eta % 60.0) as u64
+        );
+        let mut err = std::io::stderr();
+        if self.tty {
+            let _ = write!(err, "\r{line}");
+        } else if self.done == self.total || self.done * 20 / self.total.max(1) > self.last_line {
+            // Not a terminal: a line per 5%.
+            self.last_line = self.done * 20 / self.total.max(1);
+            let _ = writeln!(err, "{line}");
+        }
+        if self.tty && self.done == self.total {
+            let _ = writeln!(err);
+        }
+    }
+}
+
+pub async fn run(
+    policy: &Policy,
+    state_opts: StateOptions,
+    opts: &Options,
+) -> Result<Report, String> {
+    let records = read_records(&opts.data)?;
+    let chosen = select(records, opts.limit);
+    let mut outcomes = load_outcomes(&opts.out)?;
+    let resumed = chosen
+        .iter()
+        .filter(|r| outcomes.contains_key(&r.id))
+        .count();
+    let pending: Vec<Record> = chosen
+        .iter()
+        .filter(|r| !outcomes.contains_key(&r.id))
+        .cloned()
+        .collect();
+    let (name, model) = pick(policy, opts.backend.as_deref())?;
+    let started = Instant::now();
+    let mut failed = 0;
+    if !pending.is_empty() {
+        let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
+        let cfg = &policy.backends[&name];
+        let backend = Arc::new(build_backend(&name, cfg, &state_opts, metrics)?);
+        if let Backend::Local(l) = &*backend {
+            l.wait_loaded()
+                .await
+                .map_err(|e| format!("backend `{name}`: {e}"))?;
+        }
+        eprintln!(
+            "calibrate: {} prompts on {name}/{model} ({resumed} already in {}), concurrency {}",
+            pending.len(),
+            opts.out.display(),
+            opts.concurrency
+        );
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&opts.out)
+            .map_err(|e| format!("cannot open {}: {e}", opts.out.display()))?;
+        let mut progress = Progress {
+            total: pending.len(),
+            done: 0,
+            started: Instant::now(),
+            tty: std::io::stderr().is_terminal(),
+            last_line: 0,
+        };
+        let max_tokens = opts.max_tokens;
+        let mut results = futures::stream::iter(pending.into_iter().map(|r| {
+            let (backend, model) = (backend.clone(), model.clone());
+            async move {
+                let t = Instant::now();
+                let res = ask(&backend, &model, &r, max_tokens).await;
+                (r, res, t.elapsed().as_millis() as u64)
+            }
+        }))
+        .buffer_unordered(opts.concurrency.max(1));
+        let mut correct = 0;
+        let mut streak = 0;
+        while let Some((r, res, ms)) = results.next().await {
+            match res {
+                Ok((output, completion_tokens)) => {
+                    streak = 0;
+                    let o = Outcome {
+                        correct: check::check(&r, &output),
+                        id: r.id.clone(),
+                        source: r.source.clone(),
+                        category: r.category.clone(),
+                        output,
+                        completion_tokens,
+                        ms,
+                    };
+                    correct += o.correct as usize;
+                    // One write per line, then flush: an interruption loses at most this line.
+                    let line = serde_json::to_string(&o).map_err(|e| e.to_string())? + "\n";
+                    file.write_all(line.as_bytes())
+                        .and_then(|_| file.flush())
+                        .map_err(|e| format!("cannot write {}: {e}", opts.out.display()))?;
+                    outcomes.insert(o.id.clone(), o);
+                }
+                Err(e) => {
+                    failed += 1;
+                    streak += 1;
+                    eprintln!("\ncalibrate: {}: {e} (left for the next run)", r.id);
+                    if streak >= 10 {
+                        return Err(format!("10 prompts in a row failed; last error: {e}"));
+                    }
+                }
+            }
+            progress.tick(correct);
+        }
+    }
+    Ok(Report {
+        summary: summarise(&chosen, &outcomes),
+        backend: name,
+        model,
+        ran: chosen.len() - resumed - failed,
+        resumed,
+        failed,
+        wall_secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The whole command: run, report, and (with `head_out`) fit and save the success head.
+pub async fn command(
+    policy: &Policy,
+    state_opts: StateOptions,
+    opts: &Options,
+    head_out: Option<&Path>,
+    target_accuracy: f64,
+    json_out: bool,
+) -> Result<(), String> {
+    let models_dir = state_opts.models_dir.clone();
+    let rep = run(policy, state_opts, opts).await?;
+    let ppm = if rep.wall_secs > 0.0 && rep.ran > 0 {
+        rep.ran as f64 * 60.0 / rep.wall_secs
+    } else {
+        0.0
+    };
+    let mut v = serde_json::to_value(&rep.summary).map_err(|e| e.to_string())?;
+    v["backend"] = json!(rep.backend);
+    v["model"] = json!(rep.model);
+    v["ran"] = json!(rep.ran);
+    v["resumed"] = json!(rep.resumed);
+    v["failed"] = json!(rep.failed);
+    v["wall_secs"] = json!((rep.wall_secs * 10.0).round() / 10.0);
+    v["prompts_per_min"] = json!((ppm * 10.0).round() / 10.0);
+    v["out"] = json!(opts.out.display().to_string());
+    if let Some(path) = head_out {
+        let enc_dir = models_dir.join(&policy.triage.encoder_dir);
+        let encoder = crate::classifier::encoder::Encoder::load(&enc_dir)?;
+        let records = select(read_records(&opts.data)?, opts.limit);
+        let outcomes = load_outcomes(&opts.out)?;
+        let target = format!("{}/{}", rep.backend, rep.model);
+        let head = super::success::train(&encoder, &records, &outcomes, &target, 42)?;
+        let text = serde_json::to_string(&head).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let pick = head.threshold_for(target_accuracy);
+        v["success_head"] = json!({
+            "path": path.display().to_string(),
+            "n": head.n, "base_rate": head.base_rate, "cv_auc": head.cv_auc,
+            "curve": head.curve,
+            "target_accuracy": target_accuracy,
+            "threshold": pick.map(|p| p.threshold),
+            "local_share_at_threshold": pick.map(|p| p.local_share),
+            "local_accuracy_at_threshold": pick.map(|p| p.local_accuracy),
+        });
+    }
+    if json_out {
+        println!("{v}");
+        return Ok(());
+    }
+    let s = &rep.summary;
+    println!(
+        "{} on {} prompts: accuracy {:.3} ({} run now, {} resumed, {} failed; {:.0} s, {:.1} prompts/min)",
+        v["model"].as_str().unwrap_or(""),
+        s.n,
+        s.accuracy,
+        rep.ran,
+        rep.resumed,
+        rep.failed,
+        rep.wall_secs,
+        ppm
+    );
+    println!(
+        "{:<32} {:>5} {:>9} {:>7}",
+        "source", "n", "accuracy", "chance"
+    );
+    for (k, st) in &s.by_source {
+        println!(
+            "{k:<32} {:>5} {:>9.3} {:>7.3}",
+            st.n, st.accuracy, st.chance
+        );
+    }
+    if let Some(h) = v.get("success_head") {
+        println!(
+            "success head: out-of-fold AUC {:.3}, base rate {:.3}; written to {}",
+            h["cv_auc"].as_f64().unwrap_or(0.0),
+            h["base_rate"].as_f64().unwrap_or(0.0),
+            h["path"].as_str().unwrap_or("")
+        );
+        println!(
+            "{:>10} {:>12} {:>15}",
+            "threshold", "local share", "local accuracy"
+        );
+        for p in h["curve"].as_array().into_iter().flatten() {
+            println!(
+                "{:>10.3} {:>12.2} {:>15.3}",
+                p["threshold"].as_f64().unwrap_or(0.0),
+                p["local_share"].as_f64().unwrap_or(0.0),
+                p["local_accuracy"].as_f64().unwrap_or(0.0)
+            );
+        }
+        match h["threshold"].as_f64() {
+            Some(t) => println!(
+                "for {:.0}% local accuracy: route with `min_local_success: {t:.3}` (keeps {:.0}% local)",
+                target_accuracy * 100.0,
+                h["local_share_at_threshold"].as_f64().unwrap_or(0.0) * 100.0
+            ),
+            None => println!("no threshold reaches {:.0}% local accuracy", target_accuracy * 100.0),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! `P(local succeeds | prompt)`: a logistic head on the triage encoder's fast
+//! input ([static MiniLM embedding, cheap features], the same vector the
+//! triage fast head sees, so serving it costs one dot product), fitted on
+//! calibration outcomes. The trade-off curve comes from out-of-fold
+//! predictions, so it says what the head does on prompts it was not fitted on.
+
+use super::check::Record;
+use super::Outcome;
+use crate::api::openai::ChatMessage;
+use crate::classifier::encoder::Encoder;
+use crate::classifier::head::HeadFile;
+use crate::classifier::model::fast_input;
+use crate::classifier::train::{auc, fit};
+use crate::policy::CATEGORIES;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CurvePoint {
+    /// Route locally when `local_success >= threshold` ...
+    pub threshold: f64,
+    /// ... which keeps this share of prompts local ...
+    pub local_share: f64,
+    /// ... at this accuracy on them (out of fold).
+    pub local_accuracy: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SuccessHead {
+    pub version: u32,
+    /// What was calibrated: `backend/model`.
+    pub target: String,
+    pub n: usize,
+    /// Share of prompts the local model got right.
+    pub base_rate: f64,
+    /// Out-of-fold ROC AUC of `P(success)` against the outcomes.
+    pub cv_auc: f64,
+    pub curve: Vec<CurvePoint>,
+    /// `hard_w`/`hard_b` here predict success.
+    pub head: HeadFile,
+}
+
+fn user(prompt: &str) -> Vec<ChatMessage> {
+    vec![ChatMessage {
+        role: "user".into(),
+        text: prompt.into(),
+    }]
+}
+
+impl SuccessHead {
+    pub fn load(path: &Path) -> Result<SuccessHead, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read success head {}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "{} is not a success head (from `slmgate calibrate --head-out`): {e}",
+                path.display()
+            )
+        })
+    }
+
+    /// `P(success)` for the fast-input vector of a request.
+    pub fn predict(&self, fast: &[f32]) -> f64 {
+        self.head.predict(fast).0 as f64
+    }
+
+    /// The lowest threshold (most traffic local) whose out-of-fold local
+    /// accuracy reaches `target`; None when no point does.
+    pub fn threshold_for(&self, target: f64) -> Option<&CurvePoint> {
+        self.curve
+            .iter()
+            .filter(|p| p.local_accuracy >= target)
+            .max_by(|a, b| a.local_share.total_cmp(&b.local_share))
+    }
+}
+
+/// Keep-the-top-k curve over (score, correct), every 5% of traffic.
+pub fn curve(scored: &[(f64, bool)]) -> Vec<CurvePoint> {
+    let mut s = scored.to_vec();
+    s.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let n = s.len();
+    let mut out = Vec::new();
+    for step in 1..=20 {
+        let k = (n * step).div_ceil(20).max(1).min(n);
+        if k == 0
+            || out
+                .iter()
+                .any(|p: &CurvePoint| p.local_share == k as f64 / n as f64)
+        {
+            continue;
+        }
+        let correct = s[..k].iter().filter(|x| x.1).count();
+        out.push(CurvePoint {
+            threshold: s[k - 1].0,
+            local_share: k as f64 / n as f64,
+            local_accuracy: correct as f64 / k as f64,
+        });
+    }
+    out
+}
+
+/// Fit on every record with an outcome; 5-fold out-of-fold scores for the curve.
+pub fn train(
+    encoder: &Encoder,
+    records: &[Record],
+    outcomes: &BTreeMap<String, Outcome>,
+    target: &str,
+    seed: u64,
+) -> Result<SuccessHead, String> {
+    let mut rows: Vec<(&Record, bool)> = records
+        .iter()
+        .filter_map(|r| outcomes.get(&r.id).map(|o| (r, o.correct)))
+        .collect();
+    // Calibration order interleaves sources, and folds are taken by index:
+    // shuffle (seeded) so no fold holds whole sources.
+    {
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        rows.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    }
+    let pos = rows.iter().filter(|r| r.1).count();
+    if rows.len() < 20 || pos < 5 || rows.len() - pos < 5 {
+        return Err(format!(
+            "too few outcomes to fit a success head: {} prompts, {pos} correct (need >= 20, with >= 5 right and 5 wrong)",
+            rows.len()
+        ));
+    }
+    let xs: Vec<Vec<f32>> = rows
+        .iter()
+        .map(|(r, _)| fast_input(encoder, &user(&r.prompt)).0)
+        .collect();
+    let ys: Vec<bool> = rows.iter().map(|r| r.1).collect();
+    let cats: Vec<usize> = rows
+        .iter()
+        .map(|(r, _)| {
+            CATEGORIES
+                .iter()
+                .position(|c| *c == r.category)
+                .unwrap_or(0)
+        })
+        .collect();
+    let inputs = ["static", "features"];
+    let folds = 5;
+    let mut oof = vec![0f64; rows.len()];
+    for f in 0..folds {
+        let tr: Vec<usize> = (0..rows.len()).filter(|i| i % folds != f).collect();
+        let xt: Vec<Vec<f32>> = tr.iter().map(|&i| xs[i].clone()).collect();
+        let yt: Vec<bool> = tr.iter().map(|&i| ys[i]).collect();
+        let ct: Vec<usize> = tr.iter().map(|&i| cats[i]).collect();
+        let head = fit(&xt, &yt, &ct, seed, &inputs);
+        for i in (0..rows.len()).filter(|i| i % folds == f) {
+            oof[i] = head.predict(&xs[i]).0 as f64;
+        }
+    }
+    let scored: Vec<(f64, bool)> = oof.iter().copied().zip(ys.iter().copied()).collect();
+    Ok(SuccessHead {
+        version: 1,
+        target: target.to_string(),
+        n: rows.len(),
+        base_rate: pos as f64 / rows.len() as f64,
+        cv_auc: auc(&oof, &ys),
+        curve: curve(&scored),
+        head: fit(&xs, &ys, &cats, seed, &inputs),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn curve_keeps_the_most_likely_first() {
+        let scored: Vec<(f64, bool)> = (0..100).map(|i| (i as f64 / 100.0, i >= 50)).collect();
+        let c = curve(&scored);
+        assert_eq!(c.len(), 20);
+        assert_eq!(c[0].local_share, 0.05);
+        assert_eq!(c[0].local_accuracy, 1.0);
+        assert_eq!(c[9].local_accuracy, 1.0, "the top half is all correct");
+        assert_eq!(c[19].local_share, 1.0);
+        assert_eq!(c[19].local_accuracy, 0.5);
+        let head = SuccessHead {
+            version: 1,
+            target: "t".into(),
+            n: 100,
+            base_rate: 0.5,
+            cv_auc: 1.0,
+            curve: c,
+            head: crate::classifier::train::fit(
+                &[vec![0.0], vec![1.0]],
+                &[false, true],
+                &[0, 0],
+                1,
+                &["static"],
+            ),
+        };
+        let p = head.threshold_for(0.9).expect("reachable");
+        assert_eq!(
+            p.local_share, 0.55,
+            "largest share with >= 90% accuracy: 50/55"
+        );
+        assert!(head.threshold_for(1.01).is_none());
+    }
+}
