@@ -26,6 +26,38 @@ pub struct Policy {
     /// Per-target fallbacks for explicit model requests: `backend/model -> [backend/model]`.
     #[serde(default)]
     pub fallbacks: BTreeMap<String, Vec<String>>,
+    /// Send a share of locally answered requests to a cloud model as well
+    /// (off the request path) and export how often the answers agree.
+    pub shadow: Option<ShadowConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowConfig {
+    /// Share of locally answered requests sampled, in [0, 1].
+    pub sample_rate: f64,
+    /// `backend/model` to compare against; default `reference_model`.
+    pub target: Option<String>,
+    /// Shadow calls in flight at once; samples beyond it are skipped.
+    #[serde(default = "default_shadow_in_flight")]
+    pub max_in_flight: usize,
+    /// Answers whose embedding cosine similarity reaches this agree.
+    #[serde(default = "default_agree_threshold")]
+    pub agree_threshold: f64,
+}
+
+fn default_shadow_in_flight() -> usize {
+    4
+}
+fn default_agree_threshold() -> f64 {
+    0.8
+}
+
+impl ShadowConfig {
+    /// The target to shadow with (validated to exist).
+    pub fn target<'a>(&'a self, p: &'a Policy) -> Option<&'a str> {
+        self.target.as_deref().or(p.reference_model.as_deref())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

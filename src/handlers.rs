@@ -5,7 +5,7 @@ use crate::api::ApiFormat;
 use crate::backend::ReplyBody;
 use crate::classifier::TriageResult;
 use crate::error::GatewayError;
-use crate::middleware::{dispatch, meter, parse, triage};
+use crate::middleware::{dispatch, meter, parse, shadow, triage};
 use crate::policy::{self, Requested, RouteDecision};
 use crate::state::AppState;
 use crate::translate::{to_anthropic, to_openai};
@@ -112,6 +112,7 @@ async fn chat_inner(
     let done = dispatch::run(state, &parsed, &decision)
         .await
         .map_err(|e| (e, route_label.clone()))?;
+    let shadow_req = shadow::pick(state, &done.target.backend, &parsed);
     let routed = meter::Routed {
         route: route_label,
         target: done.target,
@@ -127,6 +128,9 @@ async fn chat_inner(
                 .with_label_values(&[routed.target.backend.as_str()])
                 .observe(started.elapsed().as_secs_f64());
             let overhead = meter::observe_overhead(state, &routed, done.reply.upstream_wait);
+            if let Some(req) = shadow_req {
+                shadow::spawn(state.clone(), req, shadow::completion_text(&bytes));
+            }
             let bytes = match client {
                 ApiFormat::OpenAi => bytes,
                 ApiFormat::Anthropic => {
@@ -153,6 +157,10 @@ async fn chat_inner(
             let overhead = meter::observe_overhead(state, &routed, done.reply.upstream_wait);
             let mut h = http::HeaderMap::new();
             meter::headers(state, &mut h, &routed, None, overhead, &done.fallbacks);
+            let events = match shadow_req {
+                Some(req) => shadow::tee(state.clone(), req, events),
+                None => events,
+            };
             let events = match client {
                 ApiFormat::OpenAi => events,
                 ApiFormat::Anthropic => anthropic_events(events),

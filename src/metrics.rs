@@ -21,6 +21,10 @@ pub const CACHE_REQUESTS_TOTAL: &str = "slmgate_cache_requests_total";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "slmgate_upstream_errors_total";
 pub const LOCAL_QUEUE_DEPTH: &str = "slmgate_local_queue_depth";
 pub const FALLBACKS_TOTAL: &str = "slmgate_fallbacks_total";
+pub const SHADOW_TOTAL: &str = "slmgate_shadow_requests_total";
+pub const SHADOW_SIMILARITY: &str = "slmgate_shadow_similarity";
+pub const SHADOW_AGREEMENT: &str = "slmgate_shadow_agreement_ratio";
+pub const SHADOW_COST: &str = "slmgate_shadow_cost_usd_total";
 
 pub struct Metrics {
     registry: Registry,
@@ -37,6 +41,12 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub local_queue_depth: IntGauge,
     pub fallbacks: IntCounterVec,
+    /// Shadow samples by result: agree | disagree | error | skipped.
+    pub shadow: IntCounterVec,
+    pub shadow_similarity: Histogram,
+    /// agree / (agree + disagree) so far.
+    pub shadow_agreement: prometheus::Gauge,
+    pub shadow_cost: prometheus::Counter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -82,6 +92,16 @@ impl Metrics {
             "Requests admitted to the local model (running + waiting)",
         )?;
         registry.register(Box::new(local_queue_depth.clone()))?;
+        let shadow_agreement = prometheus::Gauge::new(
+            SHADOW_AGREEMENT,
+            "Share of shadow-sampled local answers that agree with the reference model",
+        )?;
+        registry.register(Box::new(shadow_agreement.clone()))?;
+        let shadow_cost = prometheus::Counter::new(
+            SHADOW_COST,
+            "Dollar cost of shadow calls to the reference model",
+        )?;
+        registry.register(Box::new(shadow_cost.clone()))?;
         Ok(Metrics {
             requests: counter(
                 REQUESTS_TOTAL,
@@ -140,6 +160,18 @@ impl Metrics {
                 "Fallbacks taken, by from/to target and reason",
                 &["from", "to", "reason"],
             )?,
+            shadow: counter(
+                SHADOW_TOTAL,
+                "Locally answered requests also sent to the reference model, by result",
+                &["result"],
+            )?,
+            shadow_similarity: hist(
+                SHADOW_SIMILARITY,
+                "Embedding cosine similarity of local and reference answers",
+                &[0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0],
+            )?,
+            shadow_agreement,
+            shadow_cost,
             registry,
         })
     }

@@ -23,6 +23,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Prices of the policy's reference model (what always-cloud would cost).
     pub reference: Option<ModelConfig>,
+    /// Shadow sampling of local answers, when configured.
+    pub shadow: Option<crate::middleware::shadow::Shadow>,
 }
 
 /// Looks up an environment variable (injected so tests need not touch the process env).
@@ -124,6 +126,7 @@ impl AppState {
             });
         Ok(Arc::new(AppState {
             reference,
+            shadow: crate::middleware::shadow::Shadow::from_policy(&policy),
             triage_cache,
             triage_permits,
             index: ModelIndex::new(&policy),

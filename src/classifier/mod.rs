@@ -33,6 +33,11 @@ pub trait Triage: Send + Sync {
     fn is_cheap(&self) -> bool {
         false
     }
+    /// A sentence embedding (unit length) of `text`, when this triage has an
+    /// encoder (used to compare answers). Blocking: call off the async runtime.
+    fn embed(&self, _text: &str) -> Option<Vec<f32>> {
+        None
+    }
 }
 
 /// The text triage looks at: the last user turn, the system prompt and a

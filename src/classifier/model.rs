@@ -119,4 +119,8 @@ impl Triage for ModelTriage {
     fn name(&self) -> &'static str {
         "minilm"
     }
+    fn embed(&self, text: &str) -> Option<Vec<f32>> {
+        let ids = self.encoder.tokenize(text);
+        self.encoder.contextual(&ids[..ids.len().min(254)]).ok()
+    }
 }

@@ -5,4 +5,5 @@
 pub mod dispatch;
 pub mod meter;
 pub mod parse;
+pub mod shadow;
 pub mod triage;

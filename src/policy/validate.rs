@@ -124,6 +124,42 @@ pub fn validate(p: &Policy) -> Result<(), String> {
             check_target(&format!("fallbacks.{from}[{i}]"), t, &mut errors);
         }
     }
+    if let Some(s) = &p.shadow {
+        if !(0.0..=1.0).contains(&s.sample_rate) {
+            errors.push(format!(
+                "`shadow.sample_rate`: {} is outside [0, 1]",
+                s.sample_rate
+            ));
+        }
+        if !(0.0..=1.0).contains(&s.agree_threshold) {
+            errors.push(format!(
+                "`shadow.agree_threshold`: {} is outside [0, 1]",
+                s.agree_threshold
+            ));
+        }
+        if s.max_in_flight == 0 {
+            errors.push("`shadow.max_in_flight`: must be >= 1".into());
+        }
+        if p.triage.kind != crate::config::TriageKind::Model {
+            errors.push(
+                "`shadow`: comparing answers needs the MiniLM encoder: set `triage: {kind: model}`"
+                    .into(),
+            );
+        }
+        match s.target(p) {
+            None => errors
+                .push("`shadow.target`: name a `backend/model` (or set `reference_model`)".into()),
+            Some(t) => {
+                check_target("shadow.target", t, &mut errors);
+                let backend = t.split('/').next().unwrap_or("");
+                if p.backends.get(backend).is_some_and(|b| b.kind() == "local") {
+                    errors.push(format!(
+                        "`shadow.target`: `{t}` is local; shadow against a cloud model"
+                    ));
+                }
+            }
+        }
+    }
     if errors.is_empty() {
         Ok(())
     } else {
