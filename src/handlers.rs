@@ -87,7 +87,14 @@ fn parse_for(client: ApiFormat, body: &[u8]) -> Result<ParsedRequest, GatewayErr
     match client {
         ApiFormat::OpenAi => parse::chat_request(body),
         ApiFormat::Anthropic => {
-            parse::chat_request_map(to_openai::request(&parse::json_object(body)?)?)
+            let body = parse::json_object(body)?;
+            let (raw, untranslatable) = to_openai::request(&body)?;
+            let mut parsed = parse::chat_request_map(raw)?;
+            parsed.native = Some(Arc::new(crate::api::AnthropicBody {
+                body,
+                untranslatable,
+            }));
+            Ok(parsed)
         }
     }
 }
@@ -131,11 +138,15 @@ async fn chat_inner(
             if let Some(req) = shadow_req {
                 shadow::spawn(state.clone(), req, shadow::completion_text(&bytes));
             }
-            let bytes = match client {
-                ApiFormat::OpenAi => bytes,
-                ApiFormat::Anthropic => {
+            let bytes = match (done.reply.format, client) {
+                (from, to) if from == to => bytes,
+                (_, ApiFormat::Anthropic) => {
                     let v = serde_json::from_slice(&bytes).unwrap_or_default();
                     Bytes::from(to_anthropic::response(&v).to_string())
+                }
+                (_, ApiFormat::OpenAi) => {
+                    let v = serde_json::from_slice(&bytes).unwrap_or_default();
+                    Bytes::from(to_openai::response(&v).0.to_string())
                 }
             };
             let mut r = Response::new(Body::from(bytes));
@@ -161,9 +172,15 @@ async fn chat_inner(
                 Some(req) => shadow::tee(state.clone(), req, events),
                 None => events,
             };
-            let events = match client {
-                ApiFormat::OpenAi => events,
-                ApiFormat::Anthropic => anthropic_events(events),
+            let events = match (done.reply.format, client) {
+                (from, to) if from == to => events,
+                (_, ApiFormat::Anthropic) => {
+                    translate_events(events, to_anthropic::StreamTranslator::default())
+                }
+                (_, ApiFormat::OpenAi) => translate_events(
+                    events,
+                    to_openai::StreamTranslator::new(parsed.include_usage),
+                ),
             };
             let body = meter::metered_stream(state.clone(), routed, events, usage);
             let mut r = Response::new(Body::from_stream(body));
@@ -181,13 +198,13 @@ async fn chat_inner(
     Ok(resp)
 }
 
-/// OpenAI chunk events -> Anthropic's event stream.
-fn anthropic_events(
+/// One stream's events in the other API's shape.
+fn translate_events(
     events: futures::stream::BoxStream<'static, Bytes>,
+    mut t: impl crate::translate::StreamTranslate,
 ) -> futures::stream::BoxStream<'static, Bytes> {
     use futures::StreamExt;
     let s = async_stream::stream! {
-        let mut t = to_anthropic::StreamTranslator::default();
         let mut events = events;
         while let Some(ev) = events.next().await {
             if let Some(data) = crate::backend::sse::event_data(&ev) {

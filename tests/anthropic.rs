@@ -442,7 +442,11 @@ async fn anthropic_client_streams_from_both_upstreams() {
         let r = send(&app, post_json("/v1/messages", &body)).await;
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.header("content-type"), "text/event-stream");
-        let ev = anthropic_sse(&r.body);
+        // The Anthropic upstream's events pass through as they came (pings too).
+        let ev: Vec<(String, Value)> = anthropic_sse(&r.body)
+            .into_iter()
+            .filter(|(n, _)| n != "ping")
+            .collect();
         let mut names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
         names.dedup(); // however many deltas each block got
         assert_eq!(
@@ -483,8 +487,72 @@ async fn anthropic_client_streams_from_both_upstreams() {
         let (_, delta) = &ev[ev.len() - 2];
         assert_eq!(delta["delta"]["stop_reason"], "tool_use");
         assert_eq!(delta["usage"]["output_tokens"], 9);
-        assert_eq!(delta["usage"]["input_tokens"], 21);
+        // Input tokens: at the start from Anthropic, at the end from OpenAI.
+        let input = ev[0].1["message"]["usage"]["input_tokens"]
+            .as_u64()
+            .unwrap()
+            + delta["usage"]["input_tokens"].as_u64().unwrap_or(0);
+        assert_eq!(input, 21, "{model}");
     }
+    let m = metrics(&app).await;
+    for b in ["openai", "claude"] {
+        assert!(
+            m.contains(&format!(
+                r#"slmgate_tokens_total{{backend="{b}",direction="input",model="#
+            )),
+            "{b} metered: {m}"
+        );
+    }
+    assert!(m.contains(r#"slmgate_tokens_total{backend="claude",direction="output",model="claude-haiku-4-5"} 9"#), "{m}");
+}
+
+/// `/v1/messages` to an Anthropic backend: the client's body goes on as is
+/// (features only Anthropic has included) and the answer comes back as is.
+#[tokio::test]
+async fn anthropic_client_to_anthropic_backend_is_passed_through() {
+    let (o, a) = (MockServer::start().await, MockServer::start().await);
+    let body = json!({
+        "model": "claude-haiku-4-5", "max_tokens": 2000, "top_k": 5,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "system": [{"type": "text", "text": "Be exact.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": [
+            {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "The sky is green."}},
+            {"type": "text", "text": "What colour is the sky, per the document?"}]}],
+        "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 1}],
+    });
+    let answer = json!({"id": "msg_n", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
+        "content": [{"type": "thinking", "thinking": "The document says green.", "signature": "sig"},
+                    {"type": "text", "text": "Green.", "citations": null}],
+        "stop_reason": "end_turn", "stop_sequence": null,
+        "usage": {"input_tokens": 50, "cache_read_input_tokens": 10, "output_tokens": 7}});
+    Mock::given(path("/v1/messages"))
+        .and(wiremock::matchers::body_json(&body))
+        .respond_with(ResponseTemplate::new(200).set_body_json(&answer))
+        .expect(1)
+        .mount(&a)
+        .await;
+    let app = app(&o, &a).await;
+    let r = send(&app, post_json("/v1/messages", &body)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json(), answer);
+    assert_eq!(r.header("x-slmgate-backend"), "claude");
+    // 60 input tokens (cache reads included) at $1/M + 7 at $5/M.
+    assert_eq!(r.header("x-slmgate-cost-usd"), "0.000095");
+
+    // The same request for an OpenAI model: its document and server tool cannot
+    // be translated, so it is refused rather than silently cut down.
+    let mut to_openai = body.clone();
+    to_openai["model"] = json!("gpt-4o-mini");
+    let r = send(&app, post_json("/v1/messages", &to_openai)).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["type"], "error");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("document") && msg.contains("Anthropic backend"),
+        "{msg}"
+    );
+    assert!(o.received_requests().await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -2,6 +2,16 @@
 
 pub mod openai;
 
+/// A `/v1/messages` request as the client sent it: Anthropic backends send
+/// it on unchanged (but for `model`), so nothing only Anthropic has is lost.
+#[derive(Debug)]
+pub struct AnthropicBody {
+    pub body: serde_json::Map<String, serde_json::Value>,
+    /// What the OpenAI view of the request had to leave out (e.g. `document`
+    /// blocks); set means only Anthropic backends may answer it.
+    pub untranslatable: Option<String>,
+}
+
 /// The API shape a client speaks (entry point) or an upstream answers in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApiFormat {

@@ -30,6 +30,8 @@ pub struct ParsedRequest {
     pub n: u64,
     pub has_tools: bool,
     pub logprobs: bool,
+    /// The original body of a `/v1/messages` request.
+    pub native: Option<std::sync::Arc<super::AnthropicBody>>,
 }
 
 #[derive(Debug, Serialize)]

@@ -39,6 +39,45 @@ impl EventMapper for Translate {
     }
 }
 
+/// Anthropic events passed through untouched (a `/v1/messages` client);
+/// usage read from `message_start` and `message_delta`.
+struct Native {
+    usage: Usage,
+    done: bool,
+    reported: bool,
+}
+
+impl EventMapper for Native {
+    fn event(&mut self, event: Bytes) -> Vec<Bytes> {
+        if let Some(v) =
+            sse::event_data(&event).and_then(|d| serde_json::from_str::<Value>(&d).ok())
+        {
+            match v["type"].as_str() {
+                Some("message_start") => self.usage = to_openai::usage(v["message"].get("usage")),
+                Some("message_delta") => {
+                    let u = v.get("usage");
+                    if let Some(o) = u.and_then(|u| u["output_tokens"].as_u64()) {
+                        self.usage.completion_tokens = o;
+                    }
+                    if u.and_then(|u| u["input_tokens"].as_u64()).is_some() {
+                        self.usage.prompt_tokens = to_openai::usage(u).prompt_tokens;
+                    }
+                }
+                Some("message_stop" | "error") => self.done = true,
+                _ => {}
+            }
+        }
+        vec![event]
+    }
+    fn take_usage(&mut self) -> Option<Usage> {
+        (self.done && !std::mem::replace(&mut self.reported, true)).then_some(self.usage)
+    }
+    fn error_event(&self, message: &str, code: &str) -> Bytes {
+        let status = if code == "upstream_timeout" { 504 } else { 502 };
+        crate::translate::named_event("error", &to_anthropic::error_body(status, message))
+    }
+}
+
 impl AnthropicBackend {
     pub fn new(
         name: &str,
@@ -78,6 +117,9 @@ impl AnthropicBackend {
         model: &str,
     ) -> Result<BackendReply, DispatchError> {
         self.up.availability()?;
+        if let Some(native) = &req.native {
+            return self.native(&native.body, req.stream, model).await;
+        }
         let body =
             to_anthropic::request(&req.raw, model, self.default_max_tokens).map_err(|e| {
                 match e {
@@ -102,6 +144,7 @@ impl AnthropicBackend {
             };
             let events = self.up.stream(sent, mapper, usage.clone());
             return Ok(BackendReply {
+                format: crate::api::ApiFormat::OpenAi,
                 body: ReplyBody::Stream { events, usage },
                 upstream_wait: started.elapsed(),
             });
@@ -118,10 +161,56 @@ impl AnthropicBackend {
         })?;
         let (v, usage) = to_openai::response(&msg);
         Ok(BackendReply {
+            format: crate::api::ApiFormat::OpenAi,
             body: ReplyBody::Full {
                 bytes: Bytes::from(v.to_string()),
                 usage,
             },
+            upstream_wait: started.elapsed(),
+        })
+    }
+}
+
+impl AnthropicBackend {
+    /// A `/v1/messages` request: the client's body as is (but for `model`),
+    /// the answer in Anthropic's shape.
+    async fn native(
+        &self,
+        body: &serde_json::Map<String, Value>,
+        stream: bool,
+        model: &str,
+    ) -> Result<BackendReply, DispatchError> {
+        let mut body = body.clone();
+        body.insert("model".into(), model.into());
+        let bytes = serde_json::to_vec(&body).map(Bytes::from).map_err(|e| {
+            DispatchError::fatal(
+                "internal",
+                GatewayError::Internal(format!("encoding request: {e}")),
+            )
+        })?;
+        let sent = self.up.send(bytes, stream).await?;
+        let started = sent.started;
+        let body = if stream {
+            let usage = Arc::new(UsageCell::default());
+            let mapper = Native {
+                usage: Usage::default(),
+                done: false,
+                reported: false,
+            };
+            ReplyBody::Stream {
+                events: self.up.stream(sent, mapper, usage.clone()),
+                usage,
+            }
+        } else {
+            let bytes = self.up.read_full(sent).await?;
+            let usage = serde_json::from_slice::<Value>(&bytes)
+                .map(|v| to_openai::usage(v.get("usage")))
+                .unwrap_or_default();
+            ReplyBody::Full { bytes, usage }
+        };
+        Ok(BackendReply {
+            body,
+            format: ApiFormat::Anthropic,
             upstream_wait: started.elapsed(),
         })
     }

@@ -49,6 +49,10 @@ pub trait EventMapper: Send + 'static {
     fn event(&mut self, event: Bytes) -> Vec<Bytes>;
     /// Usage learned so far (taken, so it is stored once).
     fn take_usage(&mut self) -> Option<Usage>;
+    /// The event that tells the client the stream failed after its head.
+    fn error_event(&self, message: &str, code: &str) -> Bytes {
+        error_event(message, code)
+    }
 }
 
 impl Upstream {
@@ -285,7 +289,7 @@ impl Upstream {
                 match tokio::time::timeout_at(wait_until, body.next()).await {
                     Err(_) => {
                         tracing::warn!(backend = %name, "upstream stream timed out");
-                        yield error_event(&format!("backend `{name}` stream timed out"), "upstream_timeout");
+                        yield mapper.error_event(&format!("backend `{name}` stream timed out"), "upstream_timeout");
                         break;
                     }
                     Ok(None) => {
@@ -300,7 +304,7 @@ impl Upstream {
                     }
                     Ok(Some(Err(e))) => {
                         tracing::warn!(backend = %name, error = %without_url(&e), "upstream stream broke off");
-                        yield error_event(&format!("backend `{name}` stream broke off"), "upstream_failed");
+                        yield mapper.error_event(&format!("backend `{name}` stream broke off"), "upstream_failed");
                         break;
                     }
                     Ok(Some(Ok(chunk))) => {

@@ -311,6 +311,7 @@ impl LocalBackend {
             let usage = Arc::new(UsageCell::default());
             let events = sse_stream(events, slot, req, id, model_id.to_string(), usage.clone());
             return Ok(BackendReply {
+                format: crate::api::ApiFormat::OpenAi,
                 body: ReplyBody::Stream { events, usage },
                 upstream_wait: started.elapsed(),
             });
@@ -342,6 +343,7 @@ impl LocalBackend {
         let bytes = serde_json::to_vec(&body)
             .map_err(|e| DispatchError::fatal("internal", GatewayError::Internal(e.to_string())))?;
         Ok(BackendReply {
+            format: crate::api::ApiFormat::OpenAi,
             body: ReplyBody::Full {
                 bytes: Bytes::from(bytes),
                 usage,

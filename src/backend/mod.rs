@@ -44,6 +44,9 @@ pub enum ReplyBody {
 
 pub struct BackendReply {
     pub body: ReplyBody,
+    /// The API shape of `body`: OpenAI, except an Anthropic backend answering
+    /// a `/v1/messages` request natively.
+    pub format: crate::api::ApiFormat,
     /// Time spent waiting on the backend before the reply was ready to send
     /// (whole body, or the stream's head).
     pub upstream_wait: Duration,

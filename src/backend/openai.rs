@@ -114,6 +114,7 @@ impl OpenAiBackend {
             };
             let events = self.up.stream(sent, mapper, usage.clone());
             return Ok(BackendReply {
+                format: crate::api::ApiFormat::OpenAi,
                 body: ReplyBody::Stream { events, usage },
                 upstream_wait: started.elapsed(),
             });
@@ -128,6 +129,7 @@ impl OpenAiBackend {
             })
             .unwrap_or_default();
         Ok(BackendReply {
+            format: crate::api::ApiFormat::OpenAi,
             body: ReplyBody::Full { bytes, usage },
             upstream_wait: started.elapsed(),
         })

@@ -82,9 +82,7 @@ fn chars(s: &str, n: usize) -> &str {
 }
 
 fn clean_num_text(text: &str) -> String {
-    sub(&THOUSANDS, &nfkc(text), "")
-        .replace('$', " ")
-        .replace('%', " ")
+    sub(&THOUSANDS, &nfkc(text), "").replace(['$', '%'], " ")
 }
 
 /// The number a reply gives as its answer, or None.

@@ -3,7 +3,7 @@
 //! errors about the client's own request end the walk.
 
 use crate::api::openai::ParsedRequest;
-use crate::backend::BackendReply;
+use crate::backend::{Backend, BackendReply, DispatchError};
 use crate::error::GatewayError;
 use crate::policy::{RouteDecision, Target};
 use crate::state::AppState;
@@ -13,6 +13,21 @@ pub struct Dispatched {
     pub reply: BackendReply,
     /// One note per fallback taken: `from -> to: reason: message`.
     pub fallbacks: Vec<String>,
+}
+
+/// A `/v1/messages` request with parts only Anthropic understands cannot
+/// go to another kind of backend (the next target may be Anthropic).
+fn native_only(req: &ParsedRequest, backend: &Backend, target: &Target) -> Option<DispatchError> {
+    let what = req.native.as_ref()?.untranslatable.as_ref()?;
+    (backend.kind() != "anthropic").then(|| {
+        DispatchError::retryable(
+            "unsupported",
+            GatewayError::Unsupported(format!(
+                "{what} can only be sent to an Anthropic backend; `{target}` is {}",
+                backend.kind()
+            )),
+        )
+    })
 }
 
 pub async fn run(
@@ -30,7 +45,11 @@ pub async fn run(
             continue;
         };
         let upstream_name = model.upstream_name.as_deref().unwrap_or(&target.model);
-        let outcome = match backend.availability() {
+        let outcome = match native_only(req, backend, target) {
+            Some(e) => Err(e),
+            None => backend.availability(),
+        };
+        let outcome = match outcome {
             Ok(()) => backend.chat(req, upstream_name).await,
             Err(e) => Err(e),
         };

@@ -279,6 +279,7 @@ pub fn chat_request_map(raw: Map<String, Value>) -> Result<ParsedRequest, Gatewa
             || field(&raw, "top_logprobs").is_some(),
         messages,
         raw,
+        native: None,
     })
 }
 

@@ -12,6 +12,38 @@ use crate::error::GatewayError;
 use crate::middleware::parse::type_name;
 use serde_json::{Map, Value};
 
+/// A stream translator: feed each event's `data:` payload, then `finish`
+/// when the upstream stream has ended.
+pub trait StreamTranslate: Send + 'static {
+    fn push(&mut self, data: &str) -> Vec<bytes::Bytes>;
+    fn finish(&mut self) -> Vec<bytes::Bytes>;
+}
+
+impl StreamTranslate for to_anthropic::StreamTranslator {
+    fn push(&mut self, data: &str) -> Vec<bytes::Bytes> {
+        to_anthropic::StreamTranslator::push(self, data)
+    }
+    fn finish(&mut self) -> Vec<bytes::Bytes> {
+        to_anthropic::StreamTranslator::finish(self)
+    }
+}
+
+impl StreamTranslate for to_openai::StreamTranslator {
+    fn push(&mut self, data: &str) -> Vec<bytes::Bytes> {
+        to_openai::StreamTranslator::push(self, data)
+    }
+    /// An upstream that ended without `message_stop` broke off.
+    fn finish(&mut self) -> Vec<bytes::Bytes> {
+        if self.finished {
+            return vec![];
+        }
+        self.finished = true;
+        vec![data_event(
+            &serde_json::json!({"error": {"message": "the upstream stream ended early", "type": "upstream_error", "code": "upstream_failed"}}),
+        )]
+    }
+}
+
 /// OpenAI `finish_reason` -> Anthropic `stop_reason`.
 pub fn stop_reason(finish: &str) -> &'static str {
     match finish {

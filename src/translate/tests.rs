@@ -254,7 +254,8 @@ proptest! {
     #[test]
     fn openai_request_round_trip(req in openai_request()) {
         let a = to_anthropic::request(&req, "m", 4096).expect("translatable");
-        let back = to_openai::request(&a).expect("valid Anthropic request");
+        let (back, lost) = to_openai::request(&a).expect("valid Anthropic request");
+        prop_assert_eq!(lost, None);
         prop_assert_eq!(Value::Object(back), Value::Object(req));
     }
 
@@ -337,10 +338,6 @@ fn anthropic_requests_are_validated_with_the_field_named() {
             "role",
         ),
         (
-            json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "document"}]}]}),
-            "document",
-        ),
-        (
             json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": "maybe"}}),
             "tool_choice",
         ),
@@ -350,6 +347,22 @@ fn anthropic_requests_are_validated_with_the_field_named() {
         assert_eq!(e.status(), 400);
         assert!(e.to_string().contains(needle), "{body}: {e}");
     }
+}
+
+#[test]
+fn anthropic_only_blocks_are_flagged_not_dropped_silently() {
+    let body = json!({"model": "m", "max_tokens": 5, "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+        "messages": [{"role": "user", "content": [{"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}, {"type": "text", "text": "Summarise"}]}]});
+    let (o, lost) = to_openai::request(body.as_object().unwrap_or(&Map::new())).expect("valid");
+    let lost = lost.expect("flagged");
+    assert!(
+        lost.contains("document") && lost.contains("web_search"),
+        "{lost}"
+    );
+    assert_eq!(
+        o["messages"][0]["content"][0]["text"], "Summarise",
+        "triage still sees the text"
+    );
 }
 
 #[test]

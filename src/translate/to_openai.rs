@@ -10,9 +10,14 @@ use crate::policy::cost::Usage;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-/// Anthropic Messages body -> OpenAI chat-completions body. Validates what
+/// Anthropic Messages body -> OpenAI chat-completions body, and what had to
+/// be left out (blocks and tools only Anthropic has: such a request can only
+/// go to an Anthropic backend, which gets the original body). Validates what
 /// the Messages API requires (`model`, `max_tokens`, `messages`).
-pub fn request(a: &Map<String, Value>) -> Result<Map<String, Value>, GatewayError> {
+pub fn request(
+    a: &Map<String, Value>,
+) -> Result<(Map<String, Value>, Option<String>), GatewayError> {
+    let mut lost: Vec<String> = Vec::new();
     let mut out = Map::new();
     match a.get("model") {
         Some(Value::String(s)) if !s.is_empty() => out.insert("model".into(), s.clone().into()),
@@ -71,8 +76,8 @@ pub fn request(a: &Map<String, Value>) -> Result<Map<String, Value>, GatewayErro
         let p = format!("messages[{i}]");
         let m = expect(m, &p, "an object")?;
         match str_field(m, "role", &p)? {
-            "user" => user(m.get("content"), &p, &mut messages)?,
-            "assistant" => messages.push(assistant(m.get("content"), &p)?),
+            "user" => user(m.get("content"), &p, &mut messages, &mut lost)?,
+            "assistant" => messages.push(assistant(m.get("content"), &p, &mut lost)?),
             other => {
                 return Err(bad(
                     &format!("{p}.role"),
@@ -98,7 +103,7 @@ pub fn request(a: &Map<String, Value>) -> Result<Map<String, Value>, GatewayErro
     }
     if let Some(Value::Array(t)) = a.get("tools") {
         if !t.is_empty() {
-            out.insert("tools".into(), tools(t)?);
+            out.insert("tools".into(), tools(t, &mut lost)?);
         }
     }
     if let Some(tc) = a.get("tool_choice").filter(|v| !v.is_null()) {
@@ -117,7 +122,8 @@ pub fn request(a: &Map<String, Value>) -> Result<Map<String, Value>, GatewayErro
     {
         out.insert("user".into(), u.into());
     }
-    Ok(out)
+    lost.dedup();
+    Ok((out, (!lost.is_empty()).then(|| lost.join("; "))))
 }
 
 fn blocks_text(blocks: &[Value], p: &str) -> Result<String, GatewayError> {
@@ -134,7 +140,12 @@ fn blocks_text(blocks: &[Value], p: &str) -> Result<String, GatewayError> {
 
 /// A user turn: tool results become OpenAI `tool` messages (first, as they
 /// answer the previous assistant turn), the rest one user message.
-fn user(content: Option<&Value>, p: &str, out: &mut Vec<Value>) -> Result<(), GatewayError> {
+fn user(
+    content: Option<&Value>,
+    p: &str,
+    out: &mut Vec<Value>,
+    lost: &mut Vec<String>,
+) -> Result<(), GatewayError> {
     let blocks = match content {
         Some(Value::String(s)) => {
             out.push(json!({"role": "user", "content": s}));
@@ -183,12 +194,7 @@ fn user(content: Option<&Value>, p: &str, out: &mut Vec<Value>) -> Result<(), Ga
                 };
                 out.push(json!({"role": "tool", "tool_call_id": str_field(b, "tool_use_id", &bp)?, "content": text}));
             }
-            Some(other) => {
-                return Err(bad(
-                    &format!("{bp}.type"),
-                    format!("content block type `{other}` is not supported by this gateway"),
-                ))
-            }
+            Some(other) => lost.push(format!("`{other}` content blocks")),
             None => {
                 return Err(bad(
                     &format!("{bp}.type"),
@@ -220,7 +226,11 @@ fn image_url(b: &Map<String, Value>, p: &str) -> Result<String, GatewayError> {
     }
 }
 
-fn assistant(content: Option<&Value>, p: &str) -> Result<Value, GatewayError> {
+fn assistant(
+    content: Option<&Value>,
+    p: &str,
+    lost: &mut Vec<String>,
+) -> Result<Value, GatewayError> {
     let blocks = match content {
         Some(Value::String(s)) => return Ok(json!({"role": "assistant", "content": s})),
         Some(Value::Array(b)) => b,
@@ -248,12 +258,7 @@ fn assistant(content: Option<&Value>, p: &str) -> Result<Value, GatewayError> {
             })),
             // Reasoning blocks are the model's own; other models cannot use them.
             Some("thinking" | "redacted_thinking") => {}
-            Some(other) => {
-                return Err(bad(
-                    &format!("{bp}.type"),
-                    format!("content block type `{other}` is not supported in assistant turns"),
-                ))
-            }
+            Some(other) => lost.push(format!("`{other}` content blocks")),
             None => {
                 return Err(bad(
                     &format!("{bp}.type"),
@@ -269,7 +274,7 @@ fn assistant(content: Option<&Value>, p: &str) -> Result<Value, GatewayError> {
     Ok(m)
 }
 
-fn tools(t: &[Value]) -> Result<Value, GatewayError> {
+fn tools(t: &[Value], lost: &mut Vec<String>) -> Result<Value, GatewayError> {
     let mut out = Vec::with_capacity(t.len());
     for (i, tool) in t.iter().enumerate() {
         let p = format!("tools[{i}]");
@@ -279,10 +284,8 @@ fn tools(t: &[Value]) -> Result<Value, GatewayError> {
             .and_then(Value::as_str)
             .filter(|t| *t != "custom")
         {
-            return Err(bad(
-                &format!("{p}.type"),
-                format!("server tool `{ty}` is not supported by this gateway"),
-            ));
+            lost.push(format!("server tool `{ty}`"));
+            continue;
         }
         let mut f = Map::new();
         f.insert("name".into(), str_field(tool, "name", &p)?.into());
@@ -322,7 +325,7 @@ fn tool_choice(tc: &Value) -> Result<(Option<Value>, bool), GatewayError> {
 }
 
 /// Anthropic usage -> ours (cache reads and writes are input tokens too).
-fn usage(u: Option<&Value>) -> Usage {
+pub fn usage(u: Option<&Value>) -> Usage {
     let tok = |k: &str| {
         u.and_then(|u| u.get(k))
             .and_then(Value::as_u64)
