@@ -4,7 +4,7 @@
 
 use super::http::{Auth, EventMapper, Upstream};
 use super::sse;
-use super::{BackendReply, DispatchError, ReplyBody, UsageCell};
+use super::{BackendReply, DispatchError, ReplyBody};
 use crate::api::openai::ParsedRequest;
 use crate::api::ApiFormat;
 use crate::config::AnthropicConfig;
@@ -14,7 +14,6 @@ use crate::translate::{to_anthropic, to_openai};
 use bytes::Bytes;
 use http::HeaderName;
 use serde_json::Value;
-use std::sync::Arc;
 
 pub struct AnthropicBackend {
     up: Upstream,
@@ -137,17 +136,11 @@ impl AnthropicBackend {
         let sent = self.up.send(body, req.stream).await?;
         let started = sent.started;
         if req.stream {
-            let usage = Arc::new(UsageCell::default());
             let mapper = Translate {
                 t: to_openai::StreamTranslator::new(req.include_usage),
                 reported: false,
             };
-            let events = self.up.stream(sent, mapper, usage.clone());
-            return Ok(BackendReply {
-                format: crate::api::ApiFormat::OpenAi,
-                body: ReplyBody::Stream { events, usage },
-                upstream_wait: started.elapsed(),
-            });
+            return Ok(self.up.stream_reply(sent, mapper, ApiFormat::OpenAi));
         }
         let bytes = self.up.read_full(sent).await?;
         let msg: Value = serde_json::from_slice(&bytes).map_err(|e| {
@@ -161,7 +154,7 @@ impl AnthropicBackend {
         })?;
         let (v, usage) = to_openai::response(&msg);
         Ok(BackendReply {
-            format: crate::api::ApiFormat::OpenAi,
+            format: ApiFormat::OpenAi,
             body: ReplyBody::Full {
                 bytes: Bytes::from(v.to_string()),
                 usage,
@@ -190,26 +183,20 @@ impl AnthropicBackend {
         })?;
         let sent = self.up.send(bytes, stream).await?;
         let started = sent.started;
-        let body = if stream {
-            let usage = Arc::new(UsageCell::default());
+        if stream {
             let mapper = Native {
                 usage: Usage::default(),
                 done: false,
                 reported: false,
             };
-            ReplyBody::Stream {
-                events: self.up.stream(sent, mapper, usage.clone()),
-                usage,
-            }
-        } else {
-            let bytes = self.up.read_full(sent).await?;
-            let usage = serde_json::from_slice::<Value>(&bytes)
-                .map(|v| to_openai::usage(v.get("usage")))
-                .unwrap_or_default();
-            ReplyBody::Full { bytes, usage }
-        };
+            return Ok(self.up.stream_reply(sent, mapper, ApiFormat::Anthropic));
+        }
+        let bytes = self.up.read_full(sent).await?;
+        let usage = serde_json::from_slice::<Value>(&bytes)
+            .map(|v| to_openai::usage(v.get("usage")))
+            .unwrap_or_default();
         Ok(BackendReply {
-            body,
+            body: ReplyBody::Full { bytes, usage },
             format: ApiFormat::Anthropic,
             upstream_wait: started.elapsed(),
         })

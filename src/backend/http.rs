@@ -270,6 +270,24 @@ impl Upstream {
         }
     }
 
+    /// A streamed answer as the reply: events through `mapper`, usage
+    /// recorded as it is learned.
+    pub fn stream_reply<M: EventMapper>(
+        &self,
+        sent: Sent,
+        mapper: M,
+        format: ApiFormat,
+    ) -> super::BackendReply {
+        let started = sent.started;
+        let usage = Arc::new(UsageCell::default());
+        let events = self.stream(sent, mapper, usage.clone());
+        super::BackendReply {
+            format,
+            body: super::ReplyBody::Stream { events, usage },
+            upstream_wait: started.elapsed(),
+        }
+    }
+
     /// Pump a streamed answer through `mapper`, with the idle and total
     /// timeouts; failures after the head become an OpenAI error event.
     pub fn stream<M: EventMapper>(

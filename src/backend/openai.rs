@@ -4,7 +4,7 @@
 
 use super::http::{Auth, EventMapper, Upstream};
 use super::sse::{self, Filtered};
-use super::{BackendReply, DispatchError, ReplyBody, UsageCell};
+use super::{BackendReply, DispatchError, ReplyBody};
 use crate::api::openai::ParsedRequest;
 use crate::api::ApiFormat;
 use crate::config::Cloud;
@@ -13,7 +13,6 @@ use crate::policy::cost::Usage;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
-use std::sync::Arc;
 
 pub struct OpenAiBackend {
     up: Upstream,
@@ -107,17 +106,11 @@ impl OpenAiBackend {
         let sent = self.up.send(self.body(req, model)?, req.stream).await?;
         let started = sent.started;
         if req.stream {
-            let usage = Arc::new(UsageCell::default());
             let mapper = PassThrough {
                 wants_usage: req.include_usage,
                 usage: None,
             };
-            let events = self.up.stream(sent, mapper, usage.clone());
-            return Ok(BackendReply {
-                format: crate::api::ApiFormat::OpenAi,
-                body: ReplyBody::Stream { events, usage },
-                upstream_wait: started.elapsed(),
-            });
+            return Ok(self.up.stream_reply(sent, mapper, ApiFormat::OpenAi));
         }
         let bytes = self.up.read_full(sent).await?;
         let usage = serde_json::from_slice::<UsageOnly>(&bytes)
@@ -129,7 +122,7 @@ impl OpenAiBackend {
             })
             .unwrap_or_default();
         Ok(BackendReply {
-            format: crate::api::ApiFormat::OpenAi,
+            format: ApiFormat::OpenAi,
             body: ReplyBody::Full { bytes, usage },
             upstream_wait: started.elapsed(),
         })

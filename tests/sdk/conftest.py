@@ -198,11 +198,13 @@ def _make_handler(state: MockUpstream) -> type[BaseHTTPRequestHandler]:
             pass
 
         # -- helpers ------------------------------------------------------
-        def _send_json(self, status: int, obj: Any) -> None:
+        def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
             data = json.dumps(obj).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
             self.end_headers()
             self.wfile.write(data)
             self.wfile.flush()
@@ -371,14 +373,7 @@ def _make_handler(state: MockUpstream) -> type[BaseHTTPRequestHandler]:
 
         # -- Anthropic Messages API ----------------------------------------
         def _anthropic_error(self, status: int, etype: str, message: str) -> None:
-            data = json.dumps({"type": "error", "error": {"type": etype, "message": message}}).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("request-id", "req_mock")
-            self.end_headers()
-            self.wfile.write(data)
-            self.wfile.flush()
+            self._send_json(status, {"type": "error", "error": {"type": etype, "message": message}}, {"request-id": "req_mock"})
 
         def _anthropic_messages(self, headers: dict[str, str], body: Any) -> None:
             """Anthropic's ``POST /v1/messages``, validated like the real API."""
@@ -446,7 +441,7 @@ def _make_handler(state: MockUpstream) -> type[BaseHTTPRequestHandler]:
             else:
                 content = [{"type": "text", "text": text}]
                 stop = "end_turn"
-            data = json.dumps({
+            self._send_json(200, {
                 "id": "msg_mock",
                 "type": "message",
                 "role": "assistant",
@@ -460,14 +455,7 @@ def _make_handler(state: MockUpstream) -> type[BaseHTTPRequestHandler]:
                     "cache_read_input_tokens": 0,
                     "service_tier": "standard",
                 },
-            }).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("request-id", "req_mock")
-            self.end_headers()
-            self.wfile.write(data)
-            self.wfile.flush()
+            }, {"request-id": "req_mock"})
 
         def _anthropic_stream(self, model: str, text: str, tool_name: str | None) -> None:
             """The real event sequence: message_start, content_block_start, ping,
