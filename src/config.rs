@@ -330,8 +330,9 @@ pub struct TriageConfig {
     pub cache_ttl_secs: u64,
     /// Encoder runs at once, on the blocking pool (never on the async workers).
     pub max_concurrency: usize,
-    /// Success head written by `slmgate calibrate --head-out`; relative paths
-    /// resolve against the models dir. Enables `min_local_success` tiers.
+    /// Success head written by `slmgate calibrate --head-out`; a relative path
+    /// is looked up next to the policy file first, then in the models dir.
+    /// Enables `min_local_success` tiers.
     pub local_success_head: Option<String>,
 }
 
@@ -421,7 +422,16 @@ impl Policy {
     pub fn from_file(path: &Path) -> Result<Policy, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read policy file {}: {e}", path.display()))?;
-        Self::from_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let mut p = Self::from_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        // A success head shipped next to its policy file is found there.
+        if let (Some(h), Some(dir)) = (&p.triage.local_success_head, path.parent()) {
+            let beside = dir.join(h);
+            if Path::new(h).is_relative() && beside.exists() {
+                let abs = std::path::absolute(&beside).unwrap_or(beside);
+                p.triage.local_success_head = Some(abs.display().to_string());
+            }
+        }
+        Ok(p)
     }
 
     pub fn embedded_default() -> Result<Policy, String> {

@@ -83,7 +83,11 @@ async fn entry(state: Arc<AppState>, req: Request, client: ApiFormat) -> Respons
     }
 }
 
-fn parse_for(client: ApiFormat, body: &[u8]) -> Result<ParsedRequest, GatewayError> {
+fn parse_for(
+    client: ApiFormat,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Result<ParsedRequest, GatewayError> {
     match client {
         ApiFormat::OpenAi => parse::chat_request(body),
         ApiFormat::Anthropic => {
@@ -93,6 +97,7 @@ fn parse_for(client: ApiFormat, body: &[u8]) -> Result<ParsedRequest, GatewayErr
             parsed.native = Some(Arc::new(crate::api::AnthropicBody {
                 body,
                 untranslatable,
+                beta: headers.get("anthropic-beta").cloned(),
             }));
             Ok(parsed)
         }
@@ -107,8 +112,8 @@ async fn chat_inner(
 ) -> Result<Response, (GatewayError, String)> {
     let none = |e| (e, "none".to_string());
     parse::check_content_type(req.headers()).map_err(none)?;
-    let (_, body) = read_body(state, req).await.map_err(none)?;
-    let parsed = parse_for(client, &body).map_err(none)?;
+    let (parts, body) = read_body(state, req).await.map_err(none)?;
+    let parsed = parse_for(client, &parts.headers, &body).map_err(none)?;
     if state.policy.server.log_prompts {
         tracing::debug!(messages = ?parsed.messages, "prompt");
     }
@@ -128,6 +133,8 @@ async fn chat_inner(
     };
     let mut resp = match done.reply.body {
         ReplyBody::Full { bytes, usage } => {
+            let converted = convert_full(bytes.clone(), done.reply.format, client, &routed);
+            let converted = converted.map_err(|e| (e, routed.route.clone()))?;
             let cost = meter::record(state, &routed, usage, 200);
             state
                 .metrics
@@ -138,18 +145,7 @@ async fn chat_inner(
             if let Some(req) = shadow_req {
                 shadow::spawn(state.clone(), req, shadow::completion_text(&bytes));
             }
-            let bytes = match (done.reply.format, client) {
-                (from, to) if from == to => bytes,
-                (_, ApiFormat::Anthropic) => {
-                    let v = serde_json::from_slice(&bytes).unwrap_or_default();
-                    Bytes::from(to_anthropic::response(&v).to_string())
-                }
-                (_, ApiFormat::OpenAi) => {
-                    let v = serde_json::from_slice(&bytes).unwrap_or_default();
-                    Bytes::from(to_openai::response(&v).0.to_string())
-                }
-            };
-            let mut r = Response::new(Body::from(bytes));
+            let mut r = Response::new(Body::from(converted));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -196,6 +192,29 @@ async fn chat_inner(
     };
     *resp.status_mut() = StatusCode::OK;
     Ok(resp)
+}
+
+/// A whole answer in the client's shape; an answer that cannot be read is
+/// the upstream's failure (502), never an empty success.
+fn convert_full(
+    bytes: Bytes,
+    from: ApiFormat,
+    to: ApiFormat,
+    routed: &meter::Routed,
+) -> Result<Bytes, GatewayError> {
+    if from == to {
+        return Ok(bytes);
+    }
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        GatewayError::UpstreamFailed(format!(
+            "backend `{}` answered with invalid JSON: {e}",
+            routed.target.backend
+        ))
+    })?;
+    Ok(Bytes::from(match to {
+        ApiFormat::Anthropic => to_anthropic::response(&v).to_string(),
+        ApiFormat::OpenAi => to_openai::response(&v).0.to_string(),
+    }))
 }
 
 /// One stream's events in the other API's shape.

@@ -69,6 +69,9 @@ enum Cmd {
         /// Default: the policy's first local backend.
         #[arg(long)]
         backend: Option<String>,
+        /// Default: the backend's first model.
+        #[arg(long)]
+        model: Option<String>,
         #[arg(long)]
         policy: Option<PathBuf>,
         #[arg(long, default_value_t = 1)]
@@ -127,6 +130,7 @@ fn main() -> ExitCode {
             limit,
             json,
             backend,
+            model,
             policy,
             concurrency,
             max_tokens,
@@ -138,6 +142,7 @@ fn main() -> ExitCode {
                 out,
                 limit,
                 backend,
+                model,
                 concurrency,
                 max_tokens,
             };

@@ -526,13 +526,17 @@ async fn anthropic_client_to_anthropic_backend_is_passed_through() {
         "stop_reason": "end_turn", "stop_sequence": null,
         "usage": {"input_tokens": 50, "cache_read_input_tokens": 10, "output_tokens": 7}});
     Mock::given(path("/v1/messages"))
+        .and(header("anthropic-beta", "files-api-2025-04-14"))
         .and(wiremock::matchers::body_json(&body))
         .respond_with(ResponseTemplate::new(200).set_body_json(&answer))
         .expect(1)
         .mount(&a)
         .await;
     let app = app(&o, &a).await;
-    let r = send(&app, post_json("/v1/messages", &body)).await;
+    let mut req = post_json("/v1/messages", &body);
+    req.headers_mut()
+        .insert("anthropic-beta", "files-api-2025-04-14".parse().unwrap());
+    let r = send(&app, req).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json(), answer);
     assert_eq!(r.header("x-slmgate-backend"), "claude");
@@ -659,4 +663,55 @@ async fn anthropic_backend_falls_back_and_keeps_the_key_secret() {
         "{m}"
     );
     assert!(!m.contains(SECRET) && !r.body.contains(SECRET));
+}
+
+/// Streams cut off upstream end in an error event, in each client's shape,
+/// and an unreadable answer is a 502, never an empty success.
+#[tokio::test]
+async fn cut_off_streams_and_broken_answers_are_errors() {
+    let (o, a) = (MockServer::start().await, MockServer::start().await);
+    let cut: String = anthropic_stream()
+        .split("\n\n")
+        .take(4) // message_start, block start, ping, first delta
+        .map(|e| format!("{e}\n\n"))
+        .collect();
+    Mock::given(path("/v1/messages"))
+        .respond_with(sse(cut))
+        .mount(&a)
+        .await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw("<html>oops</html>", "text/html"))
+        .mount(&o)
+        .await;
+    let app = app(&o, &a).await;
+    let mut body = chat("claude-haiku-4-5", "hi");
+    body["stream"] = json!(true);
+    let r = complete(&app, &body).await;
+    let data = r.sse_data();
+    assert_ne!(
+        data.last().map(String::as_str),
+        Some("[DONE]"),
+        "{}",
+        r.body
+    );
+    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ended early"),
+        "{last}"
+    );
+    let m = metrics(&app).await;
+    assert!(m.contains(r#"slmgate_tokens_total{backend="claude",direction="input",model="claude-haiku-4-5"} 21"#), "still metered: {m}");
+
+    let native = json!({"model": "claude-haiku-4-5", "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let r = send(&app, post_json("/v1/messages", &native)).await;
+    assert!(r.body.contains("event: error"), "{}", r.body);
+    assert!(!r.body.contains("message_stop"));
+
+    let to_openai = json!({"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    let r = send(&app, post_json("/v1/messages", &to_openai)).await;
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(r.json()["error"]["type"], "api_error");
 }

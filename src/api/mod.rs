@@ -10,6 +10,8 @@ pub struct AnthropicBody {
     /// What the OpenAI view of the request had to leave out (e.g. `document`
     /// blocks); set means only Anthropic backends may answer it.
     pub untranslatable: Option<String>,
+    /// The client's `anthropic-beta` header, sent on with the body.
+    pub beta: Option<http::HeaderValue>,
 }
 
 /// The API shape a client speaks (entry point) or an upstream answers in.

@@ -36,6 +36,10 @@ impl EventMapper for Translate {
     fn take_usage(&mut self) -> Option<Usage> {
         (self.t.finished && !std::mem::replace(&mut self.reported, true)).then(|| self.t.usage())
     }
+    fn end(&mut self) -> Vec<Bytes> {
+        use crate::translate::StreamTranslate;
+        self.t.finish()
+    }
 }
 
 /// Anthropic events passed through untouched (a `/v1/messages` client);
@@ -70,6 +74,12 @@ impl EventMapper for Native {
     }
     fn take_usage(&mut self) -> Option<Usage> {
         (self.done && !std::mem::replace(&mut self.reported, true)).then_some(self.usage)
+    }
+    fn end(&mut self) -> Vec<Bytes> {
+        if std::mem::replace(&mut self.done, true) {
+            return vec![];
+        }
+        vec![self.error_event("the upstream stream ended early", "upstream_failed")]
     }
     fn error_event(&self, message: &str, code: &str) -> Bytes {
         let status = if code == "upstream_timeout" { 504 } else { 502 };
@@ -117,7 +127,7 @@ impl AnthropicBackend {
     ) -> Result<BackendReply, DispatchError> {
         self.up.availability()?;
         if let Some(native) = &req.native {
-            return self.native(&native.body, req.stream, model).await;
+            return self.native(native, req.stream, model).await;
         }
         let body =
             to_anthropic::request(&req.raw, model, self.default_max_tokens).map_err(|e| {
@@ -169,11 +179,11 @@ impl AnthropicBackend {
     /// the answer in Anthropic's shape.
     async fn native(
         &self,
-        body: &serde_json::Map<String, Value>,
+        native: &crate::api::AnthropicBody,
         stream: bool,
         model: &str,
     ) -> Result<BackendReply, DispatchError> {
-        let mut body = body.clone();
+        let mut body = native.body.clone();
         body.insert("model".into(), model.into());
         let bytes = serde_json::to_vec(&body).map(Bytes::from).map_err(|e| {
             DispatchError::fatal(
@@ -181,7 +191,11 @@ impl AnthropicBackend {
                 GatewayError::Internal(format!("encoding request: {e}")),
             )
         })?;
-        let sent = self.up.send(bytes, stream).await?;
+        let mut extra = http::HeaderMap::new();
+        if let Some(b) = &native.beta {
+            extra.insert(HeaderName::from_static("anthropic-beta"), b.clone());
+        }
+        let sent = self.up.send_with(bytes, stream, &extra).await?;
         let started = sent.started;
         if stream {
             let mapper = Native {

@@ -49,6 +49,11 @@ pub trait EventMapper: Send + 'static {
     fn event(&mut self, event: Bytes) -> Vec<Bytes>;
     /// Usage learned so far (taken, so it is stored once).
     fn take_usage(&mut self) -> Option<Usage>;
+    /// Called when the upstream closed the stream: what to send after the
+    /// last event (an error when the stream ended before its final event).
+    fn end(&mut self) -> Vec<Bytes> {
+        vec![]
+    }
     /// The event that tells the client the stream failed after its head.
     fn error_event(&self, message: &str, code: &str) -> Bytes {
         error_event(message, code)
@@ -139,7 +144,18 @@ impl Upstream {
     /// POST `body`, retrying what may succeed on a second try; `Ok` once a
     /// 2xx head arrived.
     pub async fn send(&self, body: Bytes, stream: bool) -> Result<Sent, DispatchError> {
-        let headers = self.headers()?;
+        self.send_with(body, stream, &HeaderMap::new()).await
+    }
+
+    /// `send` with extra headers for this request only.
+    pub async fn send_with(
+        &self,
+        body: Bytes,
+        stream: bool,
+        extra: &HeaderMap,
+    ) -> Result<Sent, DispatchError> {
+        let mut headers = self.headers()?.clone();
+        headers.extend(extra.clone());
         let started = Instant::now();
         let deadline = started + Duration::from_millis(self.timeouts.total_ms);
         let mut attempt = 0;
@@ -220,7 +236,11 @@ impl Upstream {
                 Ok(Ok(r)) => {
                     // The upstream's own words about the client's request.
                     let status = r.status();
-                    let body = r.bytes().await.unwrap_or_default();
+                    let body = tokio::time::timeout_at(deadline, r.bytes())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .unwrap_or_default();
                     return Err(DispatchError::fatal(
                         "client_error",
                         GatewayError::UpstreamClientError {
@@ -317,6 +337,9 @@ impl Upstream {
                             for b in mapper.event(Bytes::from(ev)) {
                                 yield b;
                             }
+                        }
+                        for b in mapper.end() {
+                            yield b;
                         }
                         break;
                     }

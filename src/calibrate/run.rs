@@ -23,6 +23,8 @@ pub struct Options {
     pub limit: Option<usize>,
     /// Backend to calibrate (default: the policy's first local backend).
     pub backend: Option<String>,
+    /// Model of that backend (default: its first).
+    pub model: Option<String>,
     pub concurrency: usize,
     /// Completion budget per prompt (the baseline used 64).
     pub max_tokens: u64,
@@ -48,27 +50,41 @@ pub fn load_outcomes(path: &Path) -> Result<BTreeMap<String, Outcome>, String> {
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
     let mut out = BTreeMap::new();
-    let mut kept = String::new();
-    let mut torn = false;
-    for line in text.split_inclusive('\n') {
-        match serde_json::from_str::<Outcome>(line.trim_end()) {
-            Ok(o) if line.ends_with('\n') => {
-                kept.push_str(line);
-                out.insert(o.id.clone(), o);
-            }
-            _ if line.trim().is_empty() => {}
-            _ => torn = true,
+    let mut kept = 0;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if !line.ends_with('\n') {
+            break; // the torn last line of an interrupted run
         }
+        kept += line.len();
+        if line.trim().is_empty() {
+            continue;
+        }
+        let o: Outcome = serde_json::from_str(line.trim_end()).map_err(|e| {
+            format!(
+                "{}:{}: not a calibration outcome ({e}); use another --out file",
+                path.display(),
+                i + 1
+            )
+        })?;
+        out.insert(o.id.clone(), o);
     }
-    if torn {
-        std::fs::write(path, kept)
-            .map_err(|e| format!("cannot rewrite {}: {e}", path.display()))?;
+    if kept < text.len() {
+        // Cut the torn line off in place (appends then start on a fresh line).
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_len(kept as u64));
+        f.map_err(|e| format!("cannot truncate {}: {e}", path.display()))?;
     }
     Ok(out)
 }
 
 /// Pick the backend and the model id to send.
-fn pick(policy: &Policy, wanted: Option<&str>) -> Result<(String, String), String> {
+fn pick(
+    policy: &Policy,
+    wanted: Option<&str>,
+    model: Option<&str>,
+) -> Result<(String, String), String> {
     let (name, cfg) = match wanted {
         Some(n) => policy
             .backends
@@ -80,11 +96,17 @@ fn pick(policy: &Policy, wanted: Option<&str>) -> Result<(String, String), Strin
             .find(|(_, c)| c.kind() == "local")
             .ok_or("the policy has no local backend; name one with --backend")?,
     };
-    let (id, m) = cfg
-        .models()
-        .iter()
-        .next()
-        .ok_or_else(|| format!("backend `{name}` has no models"))?;
+    let (id, m) = match model {
+        Some(m) => cfg
+            .models()
+            .get_key_value(m)
+            .ok_or_else(|| format!("--model {m}: backend `{name}` has no such model"))?,
+        None => cfg
+            .models()
+            .iter()
+            .next()
+            .ok_or_else(|| format!("backend `{name}` has no models"))?,
+    };
     Ok((
         name.clone(),
         m.upstream_name.clone().unwrap_or_else(|| id.clone()),
@@ -175,7 +197,7 @@ pub async fn run(
         .filter(|r| !outcomes.contains_key(&r.id))
         .cloned()
         .collect();
-    let (name, model) = pick(policy, opts.backend.as_deref())?;
+    let (name, model) = pick(policy, opts.backend.as_deref(), opts.model.as_deref())?;
     let started = Instant::now();
     let mut failed = 0;
     if !pending.is_empty() {
@@ -361,4 +383,27 @@ pub async fn command(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_last_line_is_cut_and_a_corrupt_file_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("o.jsonl");
+        let line = r#"{"id":"a","source":"s","category":"c","correct":true,"output":"x","completion_tokens":1,"ms":2}"#;
+        std::fs::write(&p, format!("{line}\n{{\"id\":\"b")).unwrap();
+        let got = load_outcomes(&p).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), format!("{line}\n"));
+        std::fs::write(&p, format!("{{\"id\": 1}}\n{line}\n")).unwrap();
+        let e = load_outcomes(&p).unwrap_err();
+        assert!(e.contains(":1:"), "{e}");
+        assert!(
+            std::fs::read_to_string(&p).unwrap().contains(line),
+            "nothing deleted"
+        );
+    }
 }

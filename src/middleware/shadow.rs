@@ -137,6 +137,8 @@ async fn compare(
     let model = state
         .model_config(&sh.target)
         .ok_or("shadow model missing")?;
+    // The local model answered it, so its OpenAI view is complete.
+    req.native = None;
     req.stream = false;
     req.include_usage = false;
     req.raw.insert("stream".into(), Value::Bool(false));

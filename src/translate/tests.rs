@@ -363,6 +363,24 @@ fn anthropic_only_blocks_are_flagged_not_dropped_silently() {
         o["messages"][0]["content"][0]["text"], "Summarise",
         "triage still sees the text"
     );
+    // Nothing but a document: still a valid OpenAI view, flagged.
+    let only = json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}]}]});
+    let (o, lost) = to_openai::request(only.as_object().unwrap_or(&Map::new())).expect("valid");
+    assert!(lost.is_some());
+    assert_eq!(o["messages"], json!([{"role": "user", "content": ""}]));
+}
+
+#[test]
+fn a_cut_off_openai_stream_is_an_error_for_anthropic_clients() {
+    let mut t = to_anthropic::StreamTranslator::default();
+    let mut out = t.push(r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"Par"},"finish_reason":null}]}"#);
+    out.extend(t.finish());
+    let last = String::from_utf8_lossy(out.last().map(|b| b.as_ref()).unwrap_or(b"")).to_string();
+    assert!(last.starts_with("event: error\n"), "{last}");
+    assert!(!out
+        .iter()
+        .any(|b| String::from_utf8_lossy(b).contains("message_stop")));
 }
 
 #[test]

@@ -88,8 +88,8 @@ pub fn request(
     out.insert("model".into(), model.into());
     let max = raw
         .get("max_completion_tokens")
-        .or_else(|| raw.get("max_tokens"))
         .and_then(Value::as_u64)
+        .or_else(|| raw.get("max_tokens").and_then(Value::as_u64))
         .unwrap_or(default_max_tokens);
     out.insert("max_tokens".into(), max.into());
     if !system.is_empty() {
@@ -426,6 +426,8 @@ enum Block {
 pub struct StreamTranslator {
     started: bool,
     done: bool,
+    /// `[DONE]` or a `finish_reason` arrived: the answer is complete.
+    complete: bool,
     open: Option<(u64, Block)>,
     next_index: u64,
     stop: Option<&'static str>,
@@ -440,6 +442,7 @@ impl StreamTranslator {
             return out;
         }
         if data.trim() == "[DONE]" {
+            self.complete = true;
             return self.finish();
         }
         let Ok(v) = serde_json::from_str::<Value>(data) else {
@@ -507,6 +510,7 @@ impl StreamTranslator {
         }
         if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
             self.stop = Some(stop_reason(f));
+            self.complete = true;
         }
         out
     }
@@ -565,6 +569,15 @@ impl StreamTranslator {
         self.done = true;
         self.start(&Value::Null, &mut out);
         self.close_block(&mut out);
+        if !self.complete {
+            // Cut off upstream: say so, never pass a truncated answer off as whole.
+            let e = error_body(
+                502,
+                "the upstream stream ended before the answer was complete",
+            );
+            out.push(named_event("error", &e));
+            return out;
+        }
         out.push(named_event(
             "message_delta",
             &json!({"type": "message_delta",

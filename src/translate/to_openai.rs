@@ -86,7 +86,6 @@ pub fn request(
             }
         }
     }
-    out.insert("messages".into(), messages.into());
     for k in ["temperature", "top_p"] {
         if let Some(v) = a.get(k).filter(|v| !v.is_null()) {
             out.insert(k.into(), v.clone());
@@ -122,7 +121,14 @@ pub fn request(
     {
         out.insert("user".into(), u.into());
     }
+    lost.sort();
     lost.dedup();
+    if !lost.is_empty() && !messages.iter().any(|m| m["role"] != "system") {
+        // Only untranslatable content: an empty turn keeps the OpenAI view valid
+        // (for triage); only an Anthropic backend will be sent the request.
+        messages.push(json!({"role": "user", "content": ""}));
+    }
+    out.insert("messages".into(), messages.into());
     Ok((out, (!lost.is_empty()).then(|| lost.join("; "))))
 }
 
@@ -174,14 +180,22 @@ fn user(
         let b = expect(b, &bp, "an object")?;
         match b.get("type").and_then(Value::as_str) {
             Some("text") => parts.push(json!({"type": "text", "text": str_field(b, "text", &bp)?})),
-            Some("image") => {
-                parts.push(json!({"type": "image_url", "image_url": {"url": image_url(b, &bp)?}}))
-            }
+            Some("image") => match image_url(b, &bp)? {
+                Some(url) => parts.push(json!({"type": "image_url", "image_url": {"url": url}})),
+                None => lost.push("images from the Files API".into()),
+            },
             Some("tool_result") => {
                 let text = match b.get("content") {
                     None | Some(Value::Null) => String::new(),
                     Some(Value::String(s)) => s.clone(),
-                    Some(Value::Array(c)) => blocks_text(c, &format!("{bp}.content"))?,
+                    Some(Value::Array(c)) => {
+                        if c.iter()
+                            .any(|x| x.get("type").and_then(Value::as_str) != Some("text"))
+                        {
+                            lost.push("non-text tool results".into());
+                        }
+                        blocks_text(c, &format!("{bp}.content"))?
+                    }
                     Some(v) => {
                         return Err(bad(
                             &format!("{bp}.content"),
@@ -209,16 +223,18 @@ fn user(
     Ok(())
 }
 
-fn image_url(b: &Map<String, Value>, p: &str) -> Result<String, GatewayError> {
+/// The image as an OpenAI URL; None for sources OpenAI cannot take (files).
+fn image_url(b: &Map<String, Value>, p: &str) -> Result<Option<String>, GatewayError> {
     let sp = format!("{p}.source");
     let s = expect(b.get("source").unwrap_or(&Value::Null), &sp, "an object")?;
     match str_field(s, "type", &sp)? {
-        "base64" => Ok(format!(
+        "base64" => Ok(Some(format!(
             "data:{};base64,{}",
             str_field(s, "media_type", &sp)?,
             str_field(s, "data", &sp)?
-        )),
-        "url" => Ok(str_field(s, "url", &sp)?.to_string()),
+        ))),
+        "url" => Ok(Some(str_field(s, "url", &sp)?.to_string())),
+        "file" => Ok(None),
         other => Err(bad(
             &format!("{sp}.type"),
             format!("image source type `{other}` is not supported"),
