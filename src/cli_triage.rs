@@ -68,10 +68,11 @@ pub async fn triage(policy: Option<PathBuf>, prompt: String, json: bool) -> Resu
         .await
         .map_err(|e| e.to_string())?;
     if json {
-        println!(
-            "{}",
-            serde_json::json!({"score": v["score"], "category": v["category"], "route": v["route"], "target": v["target"]})
-        );
+        let mut out = serde_json::json!({"score": v["score"], "category": v["category"], "route": v["route"], "target": v["target"]});
+        if !v["local_success"].is_null() {
+            out["local_success"] = v["local_success"].clone();
+        }
+        println!("{out}");
     } else {
         println!(
             "score {:.4}  category {}  route {} -> {}  (triage: {})",
@@ -81,6 +82,9 @@ pub async fn triage(policy: Option<PathBuf>, prompt: String, json: bool) -> Resu
             v["target"].as_str().unwrap_or("none"),
             v["triage"].as_str().unwrap_or("")
         );
+        if let Some(p) = v["local_success"].as_f64() {
+            println!("P(local model answers well) {p:.3}");
+        }
     }
     Ok(())
 }

@@ -522,11 +522,17 @@ fn shipped_policies_load_and_check_catches_mistakes() {
         "cost-saver.yaml",
         "quality-first.yaml",
         "privacy-first.yaml",
+        "calibrated.yaml",
     ] {
         let p = slmgate::config::Policy::from_file(&dir.join(name))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(p.routes.contains_key("auto"), "{name}");
     }
+    // The calibrated example's success head is found next to it and loads.
+    let p = slmgate::config::Policy::from_file(&dir.join("calibrated.yaml")).unwrap();
+    let head = p.triage.local_success_head.clone().unwrap();
+    assert!(std::path::Path::new(&head).is_absolute(), "{head}");
+    slmgate::calibrate::success::SuccessHead::load(std::path::Path::new(&head)).unwrap();
     let default = slmgate::config::Policy::embedded_default().unwrap();
     let slmgate::config::BackendConfig::Openai(o) = &default.backends["openai"] else {
         panic!("openai backend")

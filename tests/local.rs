@@ -122,6 +122,29 @@ fn max_tokens_ends_with_length() {
     });
 }
 
+/// An answer that hits `max_tokens` halfway through a multi-byte character
+/// (here: the model starts a zero-width space) still ends properly. Found by
+/// calibration (`nq-open-dev-2684`); mistral.rs used to close the stream
+/// without its final chunk (vendor/PATCHES.md).
+#[test]
+fn an_answer_cut_inside_a_multibyte_character_still_finishes() {
+    RT.block_on(async {
+        let app = shared().await;
+        let prompt = "which foreign currency option is the\u{200b} right but not the\u{200b} obligation to buy foreign\u{200b} currency?\n\nAnswer with just the answer (a name, date, number or short phrase), no explanation.";
+        for stream in [false, true] {
+            let r = complete(&app, &local(prompt, json!({"max_tokens": 64, "stream": stream}))).await;
+            assert_eq!(r.status, 200, "stream {stream}: {}", r.body);
+            if stream {
+                assert_eq!(r.sse_data().last().map(String::as_str), Some("[DONE]"), "{}", r.body);
+            } else {
+                let v = r.json();
+                assert!(v["choices"][0]["finish_reason"].is_string(), "{v}");
+                assert!(v["usage"]["completion_tokens"].as_u64().unwrap() > 0, "{v}");
+            }
+        }
+    });
+}
+
 #[test]
 fn streamed_answer_has_chunks_final_chunk_and_usage() {
     RT.block_on(async {

@@ -1013,6 +1013,25 @@ impl Sequence {
         new_decoded
     }
 
+    /// slmgate patch: the rest of the output once the sequence has finished,
+    /// even when it ends inside a multi-byte character (that tail is dropped).
+    /// `get_delta` returns None there, and the final chunk — with the finish
+    /// reason and usage — was never sent: the stream just closed.
+    pub fn get_delta_final(
+        &mut self,
+    ) -> Result<Option<String>, Box<dyn std::error::Error + Send + Sync>> {
+        let is_first = self.stream_idx == 0;
+        let rest = String::from_utf8_lossy(&self.completion_bytes[self.stream_idx..])
+            .trim_end_matches('\u{FFFD}')
+            .to_string();
+        self.stream_idx = self.completion_bytes.len();
+        Ok(Some(if is_first {
+            rest.trim_start().to_string()
+        } else {
+            rest
+        }))
+    }
+
     /// Peeks at the delta between the last two decoded sequences, but does not advance the stream index.
     pub fn peek_delta(&self) -> Result<Option<String>, Box<dyn std::error::Error + Send + Sync>> {
         let is_first = self.stream_idx == 0;

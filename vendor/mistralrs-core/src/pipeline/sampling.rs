@@ -88,7 +88,11 @@ pub(crate) async fn finish_or_add_toks_to_seq(
                 if is_done.is_some() && seq.reasoning_mode().is_some() {
                     seq.finalize_reasoning();
                 }
-                let delta_result = seq.get_delta();
+                let delta_result = match seq.get_delta() {
+                    // slmgate patch: a finished sequence always sends its final chunk.
+                    Ok(None) if is_done.is_some() => seq.get_delta_final(),
+                    other => other,
+                };
                 if let Some(delta) = crate::handle_seq_error_ok!(delta_result, seq.responder()) {
                     if seq.get_mut_group().is_chat {
                         let (content_delta, reasoning_delta) = if seq.reasoning_mode().is_some() {
