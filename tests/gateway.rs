@@ -178,12 +178,7 @@ async fn streams_strip_usage_unless_asked_and_meter_it() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("content-type"), "text/event-stream");
     assert_eq!(r.header("x-slmgate-backend"), "openai");
-    let data = r.sse_data();
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = r.chunks();
     let text: String = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())

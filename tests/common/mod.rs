@@ -54,6 +54,21 @@ impl Reply {
             .map(|v| v.to_str().unwrap().to_string())
             .unwrap_or_default()
     }
+    /// The JSON chunks of an OpenAI SSE body, which must end with `[DONE]`.
+    pub fn chunks(&self) -> Vec<serde_json::Value> {
+        let data = self.sse_data();
+        assert_eq!(
+            data.last().map(String::as_str),
+            Some("[DONE]"),
+            "{}",
+            self.body
+        );
+        data[..data.len() - 1]
+            .iter()
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
+
     /// `data:` payloads of an SSE body, `[DONE]` included.
     pub fn sse_data(&self) -> Vec<String> {
         self.body
