@@ -710,3 +710,92 @@ async fn cut_off_streams_and_broken_answers_are_errors() {
     assert_eq!(r.status, 502, "{}", r.body);
     assert_eq!(r.json()["error"]["type"], "api_error");
 }
+
+/// Anthropic rejects whitespace-only stop sequences (OpenAI clients often send
+/// "\n"): the gateway sends the others and applies those itself.
+#[tokio::test]
+async fn whitespace_stops_are_applied_by_the_gateway() {
+    let (o, a) = (MockServer::start().await, MockServer::start().await);
+    let text_stream = |text: &str| {
+        events(&[
+            (
+                "message_start",
+                json!({"type": "message_start", "message": {"id": "msg_w", "type": "message", "role": "assistant", "model": "claude-haiku-4-5", "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 8, "output_tokens": 1}}}),
+            ),
+            (
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
+            ),
+            (
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ),
+            (
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 6}}),
+            ),
+            ("message_stop", json!({"type": "message_stop"})),
+        ])
+    };
+    Mock::given(path("/v1/messages"))
+        .and(body_partial_json(
+            json!({"stop_sequences": ["END"], "stream": true}),
+        ))
+        .respond_with(sse(text_stream("lo\nworld")))
+        .mount(&a)
+        .await;
+    Mock::given(path("/v1/messages"))
+        .and(body_partial_json(json!({"stop_sequences": ["END"]})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(message(
+            json!([{"type": "text", "text": "line one\nline two"}]),
+            "end_turn",
+        )))
+        .mount(&a)
+        .await;
+    let app = app(&o, &a).await;
+    let mut body = chat("claude-haiku-4-5", "two lines please");
+    body["stop"] = json!(["\n", "END"]);
+    let r = complete(&app, &body).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["choices"][0]["message"]["content"], "line one");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    let sent: Value = a.received_requests().await.unwrap()[0].body_json().unwrap();
+    assert_eq!(
+        sent["stop_sequences"],
+        json!(["END"]),
+        "whitespace-only stops are not sent"
+    );
+
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let r = complete(&app, &body).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let chunks = r.chunks();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Hello");
+    assert!(chunks
+        .iter()
+        .any(|c| c["choices"][0]["finish_reason"] == "stop"));
+    assert_eq!(
+        chunks.last().unwrap()["usage"]["prompt_tokens"],
+        8,
+        "usage chunk last"
+    );
+    let finishes = chunks
+        .iter()
+        .filter(|c| !c["choices"][0]["finish_reason"].is_null())
+        .count();
+    assert_eq!(finishes, 1, "one finish, the upstream's own is dropped");
+}

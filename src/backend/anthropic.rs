@@ -4,6 +4,7 @@
 
 use super::http::{Auth, EventMapper, Upstream};
 use super::sse;
+use super::stop::StopFilter;
 use super::{BackendReply, DispatchError, ReplyBody};
 use crate::api::openai::ParsedRequest;
 use crate::api::ApiFormat;
@@ -20,18 +21,89 @@ pub struct AnthropicBackend {
     default_max_tokens: u64,
 }
 
-/// Anthropic events -> OpenAI chunks.
+/// Anthropic events -> OpenAI chunks, with the stop strings Anthropic does
+/// not accept (whitespace-only) applied here.
 struct Translate {
     t: to_openai::StreamTranslator,
     reported: bool,
+    stops: StopFilter,
+    has_stops: bool,
+    /// Cut at one of our stop strings: the answer is complete.
+    cut: bool,
+}
+
+impl Translate {
+    /// One OpenAI chunk through the stop filter.
+    fn filter(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) {
+        let Some(mut v) =
+            sse::event_data(&chunk).and_then(|d| serde_json::from_str::<Value>(&d).ok())
+        else {
+            out.push(chunk); // [DONE]
+            return;
+        };
+        let choice = &mut v["choices"][0];
+        if choice.is_null() {
+            out.push(chunk); // the usage chunk
+            return;
+        }
+        if let Some(text) = choice["delta"]["content"].as_str().map(str::to_string) {
+            let safe = self.stops.push(&text);
+            choice["delta"]["content"] = safe.into();
+            if self.stops.stopped() {
+                self.cut = true;
+                out.push(crate::translate::data_event(&v));
+                let mut fin = v.clone();
+                fin["choices"][0]["delta"] = serde_json::json!({});
+                fin["choices"][0]["finish_reason"] = "stop".into();
+                out.push(crate::translate::data_event(&fin));
+                if self.t.include_usage {
+                    let u = self.t.usage();
+                    let mut last = v.clone();
+                    last["choices"] = serde_json::json!([]);
+                    last["usage"] = serde_json::json!({"prompt_tokens": u.prompt_tokens,
+                        "completion_tokens": u.completion_tokens,
+                        "total_tokens": u.prompt_tokens + u.completion_tokens});
+                    out.push(crate::translate::data_event(&last));
+                }
+                out.push(Bytes::from_static(sse::DONE));
+                self.t.finished = true;
+                return;
+            }
+        } else if !choice["finish_reason"].is_null() {
+            let rest = self.stops.finish();
+            if !rest.is_empty() {
+                let mut held = v.clone();
+                held["choices"][0]["delta"] = serde_json::json!({"content": rest});
+                held["choices"][0]["finish_reason"] = Value::Null;
+                out.push(crate::translate::data_event(&held));
+            }
+        }
+        out.push(crate::translate::data_event(&v));
+    }
 }
 
 impl EventMapper for Translate {
     fn event(&mut self, event: Bytes) -> Vec<Bytes> {
-        match sse::event_data(&event) {
+        if self.cut {
+            return vec![];
+        }
+        let chunks = match sse::event_data(&event) {
             Some(data) => self.t.push(&data),
             None => vec![],
+        };
+        if !self.has_stops {
+            return chunks;
         }
+        let mut out = Vec::with_capacity(chunks.len());
+        for c in chunks {
+            if !self.cut {
+                self.filter(c, &mut out);
+            }
+        }
+        out
+    }
+    fn is_done(&self) -> bool {
+        self.cut
     }
     fn take_usage(&mut self) -> Option<Usage> {
         (self.t.finished && !std::mem::replace(&mut self.reported, true)).then(|| self.t.usage())
@@ -143,12 +215,16 @@ impl AnthropicBackend {
                 GatewayError::Internal(format!("encoding request: {e}")),
             )
         })?;
+        let (_, gateway_stops) = to_anthropic::split_stops(&req.raw);
         let sent = self.up.send(body, req.stream).await?;
         let started = sent.started;
         if req.stream {
             let mapper = Translate {
                 t: to_openai::StreamTranslator::new(req.include_usage),
                 reported: false,
+                has_stops: !gateway_stops.is_empty(),
+                stops: StopFilter::new(&gateway_stops),
+                cut: false,
             };
             return Ok(self.up.stream_reply(sent, mapper, ApiFormat::OpenAi));
         }
@@ -162,7 +238,8 @@ impl AnthropicBackend {
                 )),
             )
         })?;
-        let (v, usage) = to_openai::response(&msg);
+        let (mut v, usage) = to_openai::response(&msg);
+        cut_at_stops(&mut v, &gateway_stops);
         Ok(BackendReply {
             format: ApiFormat::OpenAi,
             body: ReplyBody::Full {
@@ -214,5 +291,20 @@ impl AnthropicBackend {
             format: ApiFormat::Anthropic,
             upstream_wait: started.elapsed(),
         })
+    }
+}
+
+/// Apply the whitespace-only stop strings to a whole answer: cut the text at
+/// the first one and report `stop`.
+fn cut_at_stops(v: &mut Value, stops: &[String]) {
+    let msg = &mut v["choices"][0]["message"];
+    let Some(text) = msg["content"].as_str() else {
+        return;
+    };
+    if let Some(pos) = stops.iter().filter_map(|s| text.find(s.as_str())).min() {
+        msg["content"] = text[..pos].to_string().into();
+        if v["choices"][0]["finish_reason"] != "tool_calls" {
+            v["choices"][0]["finish_reason"] = "stop".into();
+        }
     }
 }

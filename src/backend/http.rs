@@ -49,6 +49,10 @@ pub trait EventMapper: Send + 'static {
     fn event(&mut self, event: Bytes) -> Vec<Bytes>;
     /// Usage learned so far (taken, so it is stored once).
     fn take_usage(&mut self) -> Option<Usage>;
+    /// The client's answer is complete: stop reading the upstream.
+    fn is_done(&self) -> bool {
+        false
+    }
     /// Called when the upstream closed the stream: what to send after the
     /// last event (an error when the stream ended before its final event).
     fn end(&mut self) -> Vec<Bytes> {
@@ -356,6 +360,9 @@ impl Upstream {
                         }
                         if let Some(u) = mapper.take_usage() {
                             cell.set(u);
+                        }
+                        if mapper.is_done() {
+                            break; // dropping the body closes the upstream request
                         }
                     }
                 }

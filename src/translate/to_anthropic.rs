@@ -103,14 +103,9 @@ pub fn request(
     if let Some(t) = raw.get("top_p").filter(|v| v.is_number()) {
         out.insert("top_p".into(), t.clone());
     }
-    match raw.get("stop") {
-        Some(Value::String(s)) => {
-            out.insert("stop_sequences".into(), json!([s]));
-        }
-        Some(Value::Array(a)) if !a.is_empty() => {
-            out.insert("stop_sequences".into(), Value::Array(a.clone()));
-        }
-        _ => {}
+    let (sendable, _) = split_stops(raw);
+    if !sendable.is_empty() {
+        out.insert("stop_sequences".into(), json!(sendable));
     }
     if raw.get("stream").and_then(Value::as_bool) == Some(true) {
         out.insert("stream".into(), true.into());
@@ -129,6 +124,24 @@ pub fn request(
         out.insert("metadata".into(), json!({"user_id": u}));
     }
     Ok(out)
+}
+
+/// OpenAI `stop` as (stop sequences Anthropic accepts, whitespace-only ones
+/// it rejects — such as the common "\n" — which the gateway applies itself).
+pub fn split_stops(raw: &Map<String, Value>) -> (Vec<String>, Vec<String>) {
+    let all: Vec<String> = match raw.get("stop") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect(),
+        _ => vec![],
+    };
+    let (ws, sendable): (Vec<String>, Vec<String>) = all
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .partition(|s| s.trim().is_empty());
+    (sendable, ws)
 }
 
 fn is_tool_results(m: &Value) -> bool {

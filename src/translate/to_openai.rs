@@ -426,7 +426,7 @@ pub struct StreamTranslator {
     usage: Usage,
     /// Anthropic block index -> OpenAI tool-call index.
     tools: Vec<(u64, u64)>,
-    include_usage: bool,
+    pub include_usage: bool,
     pub finished: bool,
 }
 
