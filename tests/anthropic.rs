@@ -780,6 +780,10 @@ async fn whitespace_stops_are_applied_by_the_gateway() {
     let r = complete(&app, &body).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let chunks = r.chunks();
+    assert_eq!(
+        chunks[0]["choices"][0]["delta"]["role"], "assistant",
+        "the role survives the filter"
+    );
     let text: String = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())

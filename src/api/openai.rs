@@ -104,6 +104,11 @@ impl UsageBody {
     }
 }
 
+/// The assistant text of a chat.completion body ("" when it has none).
+pub fn completion_text(v: &serde_json::Value) -> &str {
+    v["choices"][0]["message"]["content"].as_str().unwrap_or("")
+}
+
 /// Seconds since the Unix epoch, for `created`.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()

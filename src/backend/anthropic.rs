@@ -14,7 +14,7 @@ use crate::policy::cost::Usage;
 use crate::translate::{to_anthropic, to_openai};
 use bytes::Bytes;
 use http::HeaderName;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 pub struct AnthropicBackend {
     up: Upstream,
@@ -25,9 +25,7 @@ pub struct AnthropicBackend {
 /// not accept (whitespace-only) applied here.
 struct Translate {
     t: to_openai::StreamTranslator,
-    reported: bool,
     stops: StopFilter,
-    has_stops: bool,
     /// Cut at one of our stop strings: the answer is complete.
     cut: bool,
 }
@@ -35,50 +33,35 @@ struct Translate {
 impl Translate {
     /// One OpenAI chunk through the stop filter.
     fn filter(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) {
-        let Some(mut v) =
-            sse::event_data(&chunk).and_then(|d| serde_json::from_str::<Value>(&d).ok())
+        let Some(v) = sse::event_data(&chunk).and_then(|d| serde_json::from_str::<Value>(&d).ok())
         else {
             out.push(chunk); // [DONE]
             return;
         };
-        let choice = &mut v["choices"][0];
-        if choice.is_null() {
-            out.push(chunk); // the usage chunk
-            return;
-        }
-        if let Some(text) = choice["delta"]["content"].as_str().map(str::to_string) {
-            let safe = self.stops.push(&text);
-            choice["delta"]["content"] = safe.into();
-            if self.stops.stopped() {
-                self.cut = true;
-                out.push(crate::translate::data_event(&v));
-                let mut fin = v.clone();
-                fin["choices"][0]["delta"] = serde_json::json!({});
-                fin["choices"][0]["finish_reason"] = "stop".into();
-                out.push(crate::translate::data_event(&fin));
-                if self.t.include_usage {
-                    let u = self.t.usage();
-                    let mut last = v.clone();
-                    last["choices"] = serde_json::json!([]);
-                    last["usage"] = serde_json::json!({"prompt_tokens": u.prompt_tokens,
-                        "completion_tokens": u.completion_tokens,
-                        "total_tokens": u.prompt_tokens + u.completion_tokens});
-                    out.push(crate::translate::data_event(&last));
-                }
-                out.push(Bytes::from_static(sse::DONE));
-                self.t.finished = true;
+        let choice = &v["choices"][0];
+        if let Some(text) = choice["delta"]["content"].as_str() {
+            let mut delta = choice["delta"].clone(); // the role too, on the first chunk
+            delta["content"] = self.stops.push(text).into();
+            out.push(self.t.chunk(delta, None));
+            if !self.stops.stopped() {
                 return;
             }
-        } else if !choice["finish_reason"].is_null() {
+            self.cut = true;
+            out.push(self.t.chunk(json!({}), Some("stop")));
+            if self.t.include_usage {
+                out.push(self.t.usage_chunk());
+            }
+            out.push(Bytes::from_static(sse::DONE));
+            self.t.finished = true;
+            return;
+        }
+        if !choice["finish_reason"].is_null() {
             let rest = self.stops.finish();
             if !rest.is_empty() {
-                let mut held = v.clone();
-                held["choices"][0]["delta"] = serde_json::json!({"content": rest});
-                held["choices"][0]["finish_reason"] = Value::Null;
-                out.push(crate::translate::data_event(&held));
+                out.push(self.t.chunk(json!({"content": rest}), None));
             }
         }
-        out.push(crate::translate::data_event(&v));
+        out.push(chunk); // role, tool calls, finish, usage
     }
 }
 
@@ -91,7 +74,7 @@ impl EventMapper for Translate {
             Some(data) => self.t.push(&data),
             None => vec![],
         };
-        if !self.has_stops {
+        if !self.stops.is_active() {
             return chunks;
         }
         let mut out = Vec::with_capacity(chunks.len());
@@ -106,7 +89,7 @@ impl EventMapper for Translate {
         self.cut
     }
     fn take_usage(&mut self) -> Option<Usage> {
-        (self.t.finished && !std::mem::replace(&mut self.reported, true)).then(|| self.t.usage())
+        self.t.finished.then(|| self.t.usage())
     }
     fn end(&mut self) -> Vec<Bytes> {
         use crate::translate::StreamTranslate;
@@ -119,7 +102,6 @@ impl EventMapper for Translate {
 struct Native {
     usage: Usage,
     done: bool,
-    reported: bool,
 }
 
 impl EventMapper for Native {
@@ -127,25 +109,15 @@ impl EventMapper for Native {
         if let Some(v) =
             sse::event_data(&event).and_then(|d| serde_json::from_str::<Value>(&d).ok())
         {
-            match v["type"].as_str() {
-                Some("message_start") => self.usage = to_openai::usage(v["message"].get("usage")),
-                Some("message_delta") => {
-                    let u = v.get("usage");
-                    if let Some(o) = u.and_then(|u| u["output_tokens"].as_u64()) {
-                        self.usage.completion_tokens = o;
-                    }
-                    if u.and_then(|u| u["input_tokens"].as_u64()).is_some() {
-                        self.usage.prompt_tokens = to_openai::usage(u).prompt_tokens;
-                    }
-                }
-                Some("message_stop" | "error") => self.done = true,
-                _ => {}
+            to_openai::track_usage(&mut self.usage, &v);
+            if matches!(v["type"].as_str(), Some("message_stop" | "error")) {
+                self.done = true;
             }
         }
         vec![event]
     }
     fn take_usage(&mut self) -> Option<Usage> {
-        (self.done && !std::mem::replace(&mut self.reported, true)).then_some(self.usage)
+        self.done.then_some(self.usage)
     }
     fn end(&mut self) -> Vec<Bytes> {
         if std::mem::replace(&mut self.done, true) {
@@ -221,8 +193,6 @@ impl AnthropicBackend {
         if req.stream {
             let mapper = Translate {
                 t: to_openai::StreamTranslator::new(req.include_usage),
-                reported: false,
-                has_stops: !gateway_stops.is_empty(),
                 stops: StopFilter::new(&gateway_stops),
                 cut: false,
             };
@@ -278,7 +248,6 @@ impl AnthropicBackend {
             let mapper = Native {
                 usage: Usage::default(),
                 done: false,
-                reported: false,
             };
             return Ok(self.up.stream_reply(sent, mapper, ApiFormat::Anthropic));
         }

@@ -47,7 +47,7 @@ pub struct Sent {
 /// Maps one upstream SSE event to client-ready OpenAI events.
 pub trait EventMapper: Send + 'static {
     fn event(&mut self, event: Bytes) -> Vec<Bytes>;
-    /// Usage learned so far (taken, so it is stored once).
+    /// Usage to store, once known (storing the same usage again is harmless).
     fn take_usage(&mut self) -> Option<Usage>;
     /// The client's answer is complete: stop reading the upstream.
     fn is_done(&self) -> bool {

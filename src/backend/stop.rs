@@ -18,6 +18,11 @@ impl StopFilter {
         }
     }
 
+    /// Whether there is any stop string to watch for.
+    pub fn is_active(&self) -> bool {
+        !self.stops.is_empty()
+    }
+
     pub fn stopped(&self) -> bool {
         self.stopped
     }

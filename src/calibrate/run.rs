@@ -39,10 +39,13 @@ pub struct Report {
     pub resumed: usize,
     pub failed: usize,
     pub wall_secs: f64,
+    /// The prompts this run covered, and every outcome in the `--out` file.
+    pub records: Vec<Record>,
+    pub outcomes: BTreeMap<String, Outcome>,
 }
 
 /// Outcomes already in `path` (a torn last line from an interrupted run is
-/// dropped and the file rewritten without it).
+/// cut off the file).
 pub fn load_outcomes(path: &Path) -> Result<BTreeMap<String, Outcome>, String> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -133,10 +136,7 @@ async fn ask(
         return Err("backend streamed a non-streamed request".into());
     };
     let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("reply is not JSON: {e}"))?;
-    let text = v["choices"][0]["message"]["content"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
+    let text = crate::api::openai::completion_text(&v).to_string();
     Ok((text, usage.completion_tokens))
 }
 
@@ -280,6 +280,8 @@ pub async fn run(
         resumed,
         failed,
         wall_secs: started.elapsed().as_secs_f64(),
+        records: chosen,
+        outcomes,
     })
 }
 
@@ -311,10 +313,8 @@ pub async fn command(
     if let Some(path) = head_out {
         let enc_dir = models_dir.join(&policy.triage.encoder_dir);
         let encoder = crate::classifier::encoder::Encoder::load(&enc_dir)?;
-        let records = select(read_records(&opts.data)?, opts.limit);
-        let outcomes = load_outcomes(&opts.out)?;
         let target = format!("{}/{}", rep.backend, rep.model);
-        let head = super::success::train(&encoder, &records, &outcomes, &target, 42)?;
+        let head = super::success::train(&encoder, &rep.records, &rep.outcomes, &target, 42)?;
         let text = serde_json::to_string(&head).map_err(|e| e.to_string())?;
         std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         let pick = head.threshold_for(target_accuracy);

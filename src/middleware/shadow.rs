@@ -56,12 +56,7 @@ pub fn pick(state: &AppState, backend: &str, req: &ParsedRequest) -> Option<Pars
 /// The assistant text of an OpenAI chat.completion body.
 pub fn completion_text(body: &[u8]) -> String {
     serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            v["choices"][0]["message"]["content"]
-                .as_str()
-                .map(str::to_string)
-        })
+        .map(|v| crate::api::openai::completion_text(&v).to_string())
         .unwrap_or_default()
 }
 

@@ -38,8 +38,9 @@ impl StreamTranslate for to_openai::StreamTranslator {
             return vec![];
         }
         self.finished = true;
-        vec![data_event(
-            &serde_json::json!({"error": {"message": "the upstream stream ended early", "type": "upstream_error", "code": "upstream_failed"}}),
+        vec![crate::backend::http::error_event(
+            "the upstream stream ended early",
+            "upstream_failed",
         )]
     }
 }

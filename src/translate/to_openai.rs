@@ -355,6 +355,24 @@ pub fn usage(u: Option<&Value>) -> Usage {
     }
 }
 
+/// Fold the usage an Anthropic stream event carries into `u`: all of it at
+/// `message_start`, output (and, from newer APIs, input) at `message_delta`.
+pub fn track_usage(u: &mut Usage, event: &Value) {
+    match event["type"].as_str() {
+        Some("message_start") => *u = usage(event["message"].get("usage")),
+        Some("message_delta") => {
+            let d = event.get("usage");
+            if let Some(o) = d.and_then(|d| d["output_tokens"].as_u64()) {
+                u.completion_tokens = o;
+            }
+            if d.and_then(|d| d["input_tokens"].as_u64()).is_some() {
+                u.prompt_tokens = usage(d).prompt_tokens;
+            }
+        }
+        _ => {}
+    }
+}
+
 fn usage_json(u: Usage) -> Value {
     json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.prompt_tokens + u.completion_tokens})
 }
@@ -447,10 +465,19 @@ impl StreamTranslator {
         self.usage
     }
 
-    fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
+    /// An OpenAI chunk of this stream.
+    pub fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
         super::data_event(&json!({
             "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
+        }))
+    }
+
+    /// The final usage-only chunk (for clients that asked for it).
+    pub fn usage_chunk(&self) -> Bytes {
+        super::data_event(&json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model, "choices": [], "usage": usage_json(self.usage),
         }))
     }
 
@@ -458,6 +485,7 @@ impl StreamTranslator {
         let Ok(v) = serde_json::from_str::<Value>(data) else {
             return vec![];
         };
+        track_usage(&mut self.usage, &v);
         let mut out = Vec::new();
         match v.get("type").and_then(Value::as_str) {
             Some("message_start") => {
@@ -468,7 +496,6 @@ impl StreamTranslator {
                 if let Some(model) = m.and_then(|m| m.get("model")).and_then(Value::as_str) {
                     self.model = model.to_string();
                 }
-                self.usage = usage(m.and_then(|m| m.get("usage")));
                 out.push(self.chunk(json!({"role": "assistant", "content": ""}), None));
             }
             Some("content_block_start") => {
@@ -525,19 +552,6 @@ impl StreamTranslator {
                 }
             }
             Some("message_delta") => {
-                let u = v.get("usage");
-                if let Some(o) = u
-                    .and_then(|u| u.get("output_tokens"))
-                    .and_then(Value::as_u64)
-                {
-                    self.usage.completion_tokens = o;
-                }
-                if u.and_then(|u| u.get("input_tokens"))
-                    .and_then(Value::as_u64)
-                    .is_some()
-                {
-                    self.usage.prompt_tokens = usage(u).prompt_tokens;
-                }
                 if let Some(s) = v
                     .get("delta")
                     .and_then(|d| d.get("stop_reason"))
@@ -548,10 +562,7 @@ impl StreamTranslator {
             }
             Some("message_stop") => {
                 if self.include_usage {
-                    out.push(super::data_event(&json!({
-                        "id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                        "model": self.model, "choices": [], "usage": usage_json(self.usage),
-                    })));
+                    out.push(self.usage_chunk());
                 }
                 out.push(Bytes::from_static(crate::backend::sse::DONE));
                 self.finished = true;
