@@ -9,7 +9,7 @@
 #     concurrency 1 and 8 with short and long prompts: TTFT, prefill and decode
 #     tokens/s, aggregate tokens/s, peak RSS.
 # Prints markdown tables and slmgate/llama.cpp ratios, and writes them to
-# benches/results/local-<date>.md.
+# benches/results/local-<date>-<commit>[-dirty].md.
 #
 # Usage:  benches/local.sh
 # Env:    SLMGATE_MODELS_DIR=models  SLMGATE_BIN=target/release/slmgate
@@ -85,6 +85,7 @@ PIDS=()
 # shellcheck source=benches/lib.sh
 . "$REPO/benches/lib.sh"
 install_traps
+stamp_init # the tree the binary was measured with, before anything runs
 
 # Poll URL until it answers 2xx; fail early if the process died.
 wait_ready() { # name url pid logfile timeout_s
@@ -184,17 +185,14 @@ done
 
 # ---------------------------------------------------------------- report
 mkdir -p "$RESULTS_DIR"
-OUT="$RESULTS_DIR/local-$(date +%Y%m%d-%H%M%S).md"
-commit="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if [ -n "$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null)" ]; then commit="$commit (dirty)"; fi
+OUT="$(results_path local)"
 llama_version="$({ "$LLAMA_SERVER" --version 2>&1 || true; } | grep -m1 -i 'version' || true)"
 {
   echo "# slmgate local-model benchmark — $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
   echo
+  stamp_header
   echo "- \`uname -a\`: $(uname -a)"
-  echo "- \`nproc\`: $(nproc); CPU: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown)"
-  echo "- git commit: $commit"
-  echo "- slmgate: $BIN (local backend, default max_batch 1 and prefix cache, RUST_LOG=warn)"
+  echo "- slmgate: $(bin_info "$BIN") (local backend, default max_batch 1 and prefix cache, RUST_LOG=warn)"
   echo "- llama.cpp: ${llama_version:-unknown} ($(cat "$LLAMA_CPP_DIR/VERSION" 2>/dev/null || echo "llama-cpp-python sdist")); llama-server -t $THREADS --parallel 8 -c 8192 --jinja"
   echo "- client: benches/local_client.py, streamed, temperature 0, max_tokens $MAX_TOKENS, $REQUESTS requests per worker after one warm-up"
   echo

@@ -76,11 +76,31 @@ fn bench(c: &mut Criterion) {
         start_local: false,
     };
     let state = rt.block_on(async { slmgate::state::AppState::new(policy, opts).unwrap() });
-    rt.block_on(slmgate::middleware::triage::run(&state, &msgs, false));
+    rt.block_on(state.triage.triage(&msgs, false));
     c.bench_function("triage_cache_hit_256_tokens", |b| {
-        b.iter(|| rt.block_on(slmgate::middleware::triage::run(&state, &msgs, false)))
+        b.iter(|| rt.block_on(state.triage.triage(&msgs, false)))
+    });
+
+    // The quick path explicit-model requests take (it only labels the
+    // answer): inline, uncached, through the serving path with its metrics.
+    let short = vec![ChatMessage {
+        role: "user".into(),
+        text: QUICK_PROMPT.into(),
+    }];
+    assert_eq!(QUICK_PROMPT.len(), 300);
+    c.bench_function("triage_quick_300_chars", |b| {
+        b.iter(|| rt.block_on(state.triage.triage(&short, true)))
+    });
+    c.bench_function("triage_quick_engine_300_chars", |b| {
+        b.iter(|| t.triage_quick(&short))
+    });
+    c.bench_function("tokenize_300_chars", |b| {
+        b.iter(|| t.encoder().tokenize(QUICK_PROMPT))
     });
 }
+
+/// A typical short chat prompt, exactly 300 characters.
+const QUICK_PROMPT: &str = "I'm planning a three-day trip to Kyoto in early April with my parents, who don't walk much. Could you suggest a relaxed itinerary with a few temples, a garden or two, and good places for lunch near each stop? Please keep travel between places short and mention if anything needs booking ahead of time";
 
 criterion_group! {
     name = benches;

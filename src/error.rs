@@ -1,12 +1,19 @@
-//! Every error the gateway returns, mapped to an HTTP status and a body in
-//! the client's API format in one place. Messages never contain secrets:
-//! upstream bodies are only passed through for upstream 4xx answers, which
-//! are the upstream's words about the client's request.
+//! Every error the gateway returns, mapped in one place to an HTTP status, a
+//! closed-set kind (metric labels) and a body in the client's API format —
+//! whole responses and errors that happen mid-stream alike. Messages never
+//! contain secrets: upstream bodies are only passed through for upstream 4xx
+//! answers, which are the upstream's words about the client's request.
+//!
+//! Errors travel through the middleware stack as responses: `render` puts the
+//! error itself into the response extensions (`Failure`), so the layers on
+//! the way out (meter, client-format edge, access log) see what failed and
+//! it is logged exactly once.
 
-use crate::api::ApiFormat;
+use crate::api::{sse, ApiFormat};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
+use serde_json::{json, Value};
 use std::time::Duration;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -83,6 +90,10 @@ impl ErrorKind {
     }
 }
 
+/// The error a response stands for, in its extensions (set by `render`).
+#[derive(Debug, Clone)]
+pub struct Failure(pub GatewayError);
+
 impl GatewayError {
     pub fn invalid(param: &str, message: impl Into<String>) -> Self {
         GatewayError::InvalidRequest {
@@ -151,23 +162,96 @@ impl GatewayError {
         }
     }
 
-    /// The OpenAI-shaped JSON body.
-    pub fn openai_body(&self) -> serde_json::Value {
+    /// The OpenAI-shaped JSON body of one of the gateway's own errors.
+    pub fn openai_body(&self) -> Value {
         let (ty, code) = self.openai_type_code();
         let param = match self {
             GatewayError::InvalidRequest { param, .. } => param.clone(),
             GatewayError::ModelNotFound(_) => Some("model".into()),
             _ => None,
         };
-        serde_json::json!({
+        json!({
             "error": { "message": self.to_string(), "type": ty, "param": param, "code": code }
         })
     }
+
+    /// The body in the client's API format. An upstream's own 4xx body goes
+    /// to clients of its API as it came (`None`: send the bytes unchanged)
+    /// and is translated for the other.
+    pub fn body(&self, client: ApiFormat) -> Option<Value> {
+        let status = self.status().as_u16();
+        match (self, client) {
+            (GatewayError::UpstreamClientError { format, .. }, c) if *format == c => None,
+            (GatewayError::UpstreamClientError { body, .. }, ApiFormat::OpenAi) => {
+                Some(openai_from_anthropic_error(status, body))
+            }
+            (GatewayError::UpstreamClientError { body, .. }, ApiFormat::Anthropic) => {
+                Some(anthropic_from_openai_error(status, body))
+            }
+            (_, ApiFormat::OpenAi) => Some(self.openai_body()),
+            (_, ApiFormat::Anthropic) => Some(anthropic_error_body(status, &self.to_string())),
+        }
+    }
+
+    /// The error as a response in the client's API format, carrying itself
+    /// in the extensions (`Failure`).
+    pub fn render(self, client: ApiFormat) -> Response {
+        let body = match (self.body(client), &self) {
+            (Some(v), _) => Bytes::from(v.to_string()),
+            (None, GatewayError::UpstreamClientError { body, .. }) => body.clone(),
+            (None, _) => Bytes::new(),
+        };
+        let mut resp = Response::new(axum::body::Body::from(body));
+        *resp.status_mut() = self.status();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let GatewayError::QueueFull { retry_after, .. } = &self {
+            let secs = retry_after.as_secs().max(1);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp.extensions_mut().insert(Failure(self));
+        resp
+    }
+
+    /// The SSE event that ends a stream which failed after its head was
+    /// sent, in the client's format (the status is in the event: the HTTP
+    /// status line went out with the head).
+    pub fn stream_event(&self, client: ApiFormat) -> Bytes {
+        let body = self
+            .body(client)
+            .unwrap_or_else(|| Value::String(self.to_string()));
+        match client {
+            ApiFormat::OpenAi => sse::data_event(&body.to_string()),
+            ApiFormat::Anthropic => sse::named_event("error", &body.to_string()),
+        }
+    }
+
+    /// An error an upstream reported inside its event stream (Anthropic's
+    /// `error` event, an OpenAI `{"error": ...}` chunk), from its JSON.
+    /// `source` names who failed ("backend `claude`", "the upstream").
+    pub fn from_stream_error(source: &str, error: &Value) -> GatewayError {
+        let msg = error
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("upstream error");
+        let ty = error.get("type").and_then(Value::as_str).unwrap_or("error");
+        let msg = format!("{source} failed mid-stream ({ty}): {msg}");
+        match ty {
+            "overloaded_error" => GatewayError::BackendUnavailable(msg),
+            "timeout_error" => GatewayError::UpstreamTimeout(msg),
+            _ => GatewayError::UpstreamFailed(msg),
+        }
+    }
 }
 
-/// Marker put into response extensions so the error is logged exactly once (by the trace layer).
-#[derive(Debug, Clone)]
-pub struct LoggedError(pub ErrorKind, pub String);
+/// The error a response stands for, if it is an error response.
+pub fn failure(resp: &Response) -> Option<&GatewayError> {
+    resp.extensions().get::<Failure>().map(|f| &f.0)
+}
 
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
@@ -175,41 +259,116 @@ impl IntoResponse for GatewayError {
     }
 }
 
-impl GatewayError {
-    /// The error as a response in the client's API format.
-    pub fn render(self, client: ApiFormat) -> Response {
-        let status = self.status();
-        let json = |v: serde_json::Value| axum::Json(v).into_response();
-        let mut resp = match (&self, client) {
-            (GatewayError::UpstreamClientError { body, format, .. }, c) if *format == c => {
-                let mut r = Response::new(axum::body::Body::from(body.clone()));
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                r
-            }
-            (GatewayError::UpstreamClientError { body, .. }, ApiFormat::OpenAi) => json(
-                crate::translate::to_openai::error_from_anthropic(status.as_u16(), body),
-            ),
-            (GatewayError::UpstreamClientError { body, .. }, ApiFormat::Anthropic) => json(
-                crate::translate::to_anthropic::error_from_openai(status.as_u16(), body),
-            ),
-            (_, ApiFormat::OpenAi) => json(self.openai_body()),
-            (_, ApiFormat::Anthropic) => json(crate::translate::to_anthropic::error_body(
-                status.as_u16(),
-                &self.to_string(),
-            )),
-        };
-        *resp.status_mut() = status;
-        if let GatewayError::QueueFull { retry_after, .. } = &self {
-            let secs = retry_after.as_secs().max(1);
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+/// Anthropic's error `type` for an HTTP status.
+pub fn anthropic_error_type(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        504 => "timeout_error",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
+    }
+}
+
+/// Anthropic's error body.
+pub fn anthropic_error_body(status: u16, message: &str) -> Value {
+    json!({"type": "error", "error": {"type": anthropic_error_type(status), "message": message}})
+}
+
+/// An OpenAI error body (from an OpenAI-compatible upstream) in Anthropic's shape.
+pub fn anthropic_from_openai_error(status: u16, body: &[u8]) -> Value {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let msg = v
+        .get("error")
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("upstream answered {status}"));
+    anthropic_error_body(status, &msg)
+}
+
+/// An Anthropic error body in OpenAI's shape.
+pub fn openai_from_anthropic_error(status: u16, body: &[u8]) -> Value {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let e = v.get("error");
+    let msg = e
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("upstream answered {status}"));
+    let ty = e
+        .and_then(|e| e.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("upstream_error");
+    json!({"error": {"message": msg, "type": ty, "param": null, "code": null}})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_between_shapes() {
+        let a = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        let o = openai_from_anthropic_error(529, a);
+        assert_eq!(o["error"]["message"], "Overloaded");
+        assert_eq!(o["error"]["type"], "overloaded_error");
+        let o = br#"{"error":{"message":"bad model","type":"invalid_request_error","code":null}}"#;
+        let a = anthropic_from_openai_error(404, o);
+        assert_eq!(
+            a,
+            json!({"type": "error", "error": {"type": "not_found_error", "message": "bad model"}})
+        );
+        for (s, t) in [
+            (400, "invalid_request_error"),
+            (401, "authentication_error"),
+            (403, "permission_error"),
+            (413, "request_too_large"),
+            (429, "rate_limit_error"),
+            (500, "api_error"),
+            (503, "overloaded_error"),
+            (529, "overloaded_error"),
+        ] {
+            assert_eq!(anthropic_error_type(s), t, "{s}");
         }
-        resp.extensions_mut()
-            .insert(LoggedError(self.kind(), self.to_string()));
-        resp
+    }
+
+    /// A stream that fails after its head ends in an error event in the
+    /// client's shape, with the same status/type map as whole responses.
+    #[test]
+    fn mid_stream_errors_use_the_same_map() {
+        let timeout = GatewayError::UpstreamTimeout("backend `x` stream timed out".into());
+        let a = String::from_utf8_lossy(&timeout.stream_event(ApiFormat::Anthropic)).into_owned();
+        assert!(a.starts_with("event: error\n"), "{a}");
+        assert!(a.contains("timeout_error"), "{a}");
+        let o = String::from_utf8_lossy(&timeout.stream_event(ApiFormat::OpenAi)).into_owned();
+        let v: Value = serde_json::from_str(o.trim().trim_start_matches("data: ")).unwrap();
+        assert_eq!(v["error"]["code"], "upstream_timeout");
+        assert_eq!(v["error"]["type"], "timeout_error");
+        let failed = GatewayError::UpstreamFailed("gone".into());
+        let a = String::from_utf8_lossy(&failed.stream_event(ApiFormat::Anthropic)).into_owned();
+        assert!(a.contains("api_error"), "{a}");
+        let e = GatewayError::from_stream_error(
+            "backend `claude`",
+            &json!({"type": "overloaded_error", "message": "Overloaded"}),
+        );
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(e.to_string().contains("Overloaded"));
+    }
+
+    #[test]
+    fn render_carries_the_error_and_retry_after() {
+        let e = GatewayError::QueueFull {
+            message: "full".into(),
+            retry_after: Duration::from_secs(2),
+        };
+        let r = e.render(ApiFormat::Anthropic);
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "2");
+        assert!(matches!(failure(&r), Some(GatewayError::QueueFull { .. })));
     }
 }

@@ -1,51 +1,120 @@
-//! The one middleware stack, outermost first, each layer with why it sits where it does.
+//! The middleware stacks, each built in one function, outermost first, each
+//! layer with why it sits where it does. `chat_with` is the request path;
+//! the dry run and the small routes reuse its outer layers.
 
-use crate::error::GatewayError;
+use crate::api::ApiFormat;
+use crate::dry_run::{Explain, PromptLayer};
+use crate::middleware::access_log::AccessLogLayer;
+use crate::middleware::catch_panic::CatchPanicLayer;
+use crate::middleware::decide::DecideLayer;
+use crate::middleware::dispatch::Dispatch;
+use crate::middleware::edge::EdgeLayer;
+use crate::middleware::meter::MeterLayer;
+use crate::middleware::parse::ParseLayer;
+use crate::middleware::read_body::ReadBodyLayer;
+use crate::middleware::shadow::{Shadow, ShadowLayer};
+use crate::middleware::triage::TriageLayer;
+use crate::state::AppState;
 use axum::extract::Request;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::Router;
-use std::time::Instant;
-use tower::ServiceBuilder;
-use tower_http::catch_panic::CatchPanicLayer;
+use axum::response::Response;
+use std::convert::Infallible;
+use std::sync::Arc;
+use tower::layer::util::Identity;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceBuilder};
 
-pub fn wrap(router: Router) -> Router {
-    router.layer(
-        ServiceBuilder::new()
-            // Outermost: log every request once, with the error kind the inner
-            // layers left in the response extensions (never the prompt).
-            .layer(axum::middleware::from_fn(access_log))
-            // A panic anywhere below becomes an OpenAI-shaped 500, never a
-            // dropped connection; it is then logged once by access_log.
-            .layer(CatchPanicLayer::custom(
-                |_: Box<dyn std::any::Any + Send>| {
-                    GatewayError::Internal("internal error (panic); see the gateway log".into())
-                        .into_response()
-                },
-            )),
-    )
+/// A whole stack, as a route's service.
+pub type RouteService = BoxCloneSyncService<Request, Response, Infallible>;
+
+/// The chat path with nothing of the embedder's in it.
+pub fn chat(state: &AppState, client: ApiFormat) -> RouteService {
+    chat_with(state, client, Identity::new())
 }
 
-async fn access_log(req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let resp = next.run(req).await;
-    let status = resp.status().as_u16();
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
-    let h = |n: &str| {
-        resp.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    if let Some(e) = resp.extensions().get::<crate::error::LoggedError>() {
-        tracing::warn!(%method, %path, status, ms, kind = e.0.as_str(), error = %e.1, "request failed");
-    } else if path != "/metrics" && path != "/healthz" && path != "/readyz" {
-        tracing::info!(%method, %path, status, ms,
-            backend = %h("x-slmgate-backend"), model = %h("x-slmgate-model"), route = %h("x-slmgate-route"),
-            "request");
-    }
-    resp
+/// The chat path for clients that speak `client`, with `extra` (an
+/// embedder's own layer: a header check, authentication, ...) where
+/// authentication and rate limits belong: metered and answered in the
+/// client's format, before any work is done on the body.
+pub fn chat_with<L>(state: &AppState, client: ApiFormat, extra: L) -> RouteService
+where
+    L: Layer<RouteService>,
+    L::Service:
+        Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
+    <L::Service as Service<Request>>::Future: Send + 'static,
+{
+    let shadow = Shadow::from_policy(
+        &state.policy,
+        state.backends.clone(),
+        state.triage.clone(),
+        state.metrics.clone(),
+        state.prices.clone(),
+    );
+    let chain = ServiceBuilder::new()
+        // Outermost: every request gets its id and tracing span first, and
+        // is logged once with what the layers below left in the response.
+        .layer(AccessLogLayer)
+        // A panic anywhere below becomes a 500 in the client's format, which
+        // the access log still sees.
+        .layer(CatchPanicLayer::new(Some(client)))
+        // The client's format, decided once: below it everything speaks the
+        // OpenAI pivot; on the way out answers (whole and streamed) and
+        // errors are put back into the client's shape.
+        .layer(EdgeLayer::new(client))
+        // Metering sees every answer, errors included, in the pivot shape:
+        // requests are counted here exactly once, streams when they end.
+        .layer(MeterLayer::new(state.metrics.clone(), state.prices.clone()))
+        // The embedder's layer (later: authentication, rate limits): after
+        // the meter so its refusals are counted, before the body is read.
+        .layer(extra)
+        // Keeps the type above nameable for `extra`.
+        .layer(BoxCloneSyncService::layer())
+        // The body, bounded, before anything parses it.
+        .layer(ReadBodyLayer::new(state.policy.server.max_body_bytes))
+        // Client JSON -> OpenAI pivot (Anthropic translated here), model resolved.
+        .layer(ParseLayer::new(
+            state.routing.clone(),
+            state.policy.server.log_prompts,
+        ))
+        // Needs the parsed messages; decide needs its verdict.
+        .layer(TriageLayer::new(state.triage.clone()))
+        // The policy's target and fallbacks from what was asked and the verdict.
+        .layer(DecideLayer)
+        // Only when the policy configures it: tees local answers on their
+        // way out, after dispatch has said which backend answered.
+        .option_layer(shadow.map(|s| ShadowLayer::new(Arc::new(s))))
+        // The leaf: backends with fallbacks.
+        .service(Dispatch::new(state.backends.clone(), state.metrics.clone()));
+    BoxCloneSyncService::new(chain)
+}
+
+/// `POST /v1/triage`: the chat path's parse, triage and decide, with nothing
+/// sent upstream.
+pub fn dry_run(state: &AppState) -> RouteService {
+    let chain = ServiceBuilder::new()
+        .layer(AccessLogLayer)
+        .layer(CatchPanicLayer::new(Some(ApiFormat::OpenAi)))
+        .layer(EdgeLayer::new(ApiFormat::OpenAi))
+        .layer(ReadBodyLayer::new(state.policy.server.max_body_bytes))
+        // `{"prompt": ...}` -> a chat request, before the chat path's parse.
+        .layer(PromptLayer)
+        .layer(ParseLayer::new(state.routing.clone(), false))
+        .layer(TriageLayer::new(state.triage.clone()))
+        .layer(DecideLayer)
+        .service(Explain::new(state.triage.name()));
+    BoxCloneSyncService::new(chain)
+}
+
+/// Access log and catch panic for the routes beside the chat path (models,
+/// probes, metrics, 404/405).
+pub fn around<S>(svc: S) -> RouteService
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .layer(AccessLogLayer)
+            .layer(CatchPanicLayer::new(None))
+            .service(svc),
+    )
 }

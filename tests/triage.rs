@@ -247,3 +247,48 @@ fn missing_encoder_refuses_to_start_unless_features_are_selected() {
         "{err}"
     );
 }
+
+/// The encoder's fast WordPiece path gives exactly the full tokenizer's ids:
+/// every prompt of the datasets, plus generated text full of punctuation,
+/// control characters, long words and added tokens.
+#[test]
+fn fast_tokenizer_matches_the_full_one() {
+    use proptest::prelude::*;
+    let enc = slmgate::classifier::encoder::Encoder::load(&models_dir().join("minilm")).unwrap();
+    assert!(
+        enc.has_fast_tokenizer(),
+        "MiniLM's tokenizer takes the fast path"
+    );
+    let mut checked = 0;
+    for file in ["train.jsonl", "dev.jsonl", "answers.jsonl"] {
+        let text = std::fs::read_to_string(datasets().join(file)).unwrap();
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let mut texts = vec![];
+            if let Some(p) = v["prompt"].as_str() {
+                texts.push(p.to_string());
+            }
+            for m in v["messages"].as_array().into_iter().flatten() {
+                texts.extend(m["content"].as_str().map(str::to_string));
+            }
+            for t in texts {
+                assert_eq!(enc.tokenize(&t), enc.tokenize_full(&t), "{t:?}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 9000, "{checked} texts");
+    let mut runner = proptest::test_runner::TestRunner::default();
+    let strategy = proptest::string::string_regex(
+        "([ -~\t\n\r\x0b\x0c\x01\x7f]|\\[MASK\\]|\\[cls\\]|supercalifragilisticexpialidocious){0,80}",
+    )
+    .unwrap();
+    runner
+        .run(&strategy, |t| {
+            prop_assert_eq!(enc.tokenize(&t), enc.tokenize_full(&t), "{:?}", t);
+            Ok(())
+        })
+        .unwrap();
+    let long = "x".repeat(150) + " ok";
+    assert_eq!(enc.tokenize(&long), enc.tokenize_full(&long));
+}

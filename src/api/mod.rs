@@ -1,6 +1,8 @@
 //! Wire types of the APIs slmgate speaks.
 
 pub mod openai;
+pub mod request;
+pub mod sse;
 
 /// A `/v1/messages` request as the client sent it: Anthropic backends send
 /// it on unchanged (but for `model`), so nothing only Anthropic has is lost.
@@ -21,4 +23,17 @@ pub enum ApiFormat {
     OpenAi,
     /// Anthropic Messages (`/v1/messages`).
     Anthropic,
+}
+
+/// How a JSON value's type reads in an error message ("a string", ...).
+pub fn type_name(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }

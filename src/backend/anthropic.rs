@@ -3,11 +3,10 @@
 //! event stream translated back (`translate::to_openai`).
 
 use super::http::{Auth, EventMapper, Upstream};
-use super::sse;
 use super::stop::StopFilter;
 use super::{BackendReply, DispatchError, ReplyBody};
 use crate::api::openai::ParsedRequest;
-use crate::api::ApiFormat;
+use crate::api::{sse, ApiFormat};
 use crate::config::AnthropicConfig;
 use crate::error::GatewayError;
 use crate::policy::cost::Usage;
@@ -24,6 +23,7 @@ pub struct AnthropicBackend {
 /// Anthropic events -> OpenAI chunks, with the stop strings Anthropic does
 /// not accept (whitespace-only) applied here.
 struct Translate {
+    backend: String,
     t: to_openai::StreamTranslator,
     stops: StopFilter,
     /// Cut at one of our stop strings: the answer is complete.
@@ -66,16 +66,16 @@ impl Translate {
 }
 
 impl EventMapper for Translate {
-    fn event(&mut self, event: Bytes) -> Vec<Bytes> {
+    fn event(&mut self, event: Bytes) -> Result<Vec<Bytes>, GatewayError> {
         if self.cut {
-            return vec![];
+            return Ok(vec![]);
         }
         let chunks = match sse::event_data(&event) {
-            Some(data) => self.t.push(&data),
+            Some(data) => self.t.push(&data).map_err(|e| self.named(e))?,
             None => vec![],
         };
         if !self.stops.is_active() {
-            return chunks;
+            return Ok(chunks);
         }
         let mut out = Vec::with_capacity(chunks.len());
         for c in chunks {
@@ -83,7 +83,7 @@ impl EventMapper for Translate {
                 self.filter(c, &mut out);
             }
         }
-        out
+        Ok(out)
     }
     fn is_done(&self) -> bool {
         self.cut
@@ -91,43 +91,68 @@ impl EventMapper for Translate {
     fn take_usage(&mut self) -> Option<Usage> {
         self.t.finished.then(|| self.t.usage())
     }
-    fn end(&mut self) -> Vec<Bytes> {
+    fn end(&mut self) -> Result<Vec<Bytes>, GatewayError> {
         use crate::translate::StreamTranslate;
-        self.t.finish()
+        self.t.finish().map_err(|e| self.named(e))
+    }
+}
+
+impl Translate {
+    /// The translator's "the upstream" becomes this backend's name.
+    fn named(&self, e: GatewayError) -> GatewayError {
+        rename(e, &self.backend)
+    }
+}
+
+/// Name the backend in a mid-stream failure's message.
+fn rename(e: GatewayError, backend: &str) -> GatewayError {
+    let named = |m: String| m.replacen("the upstream", &format!("backend `{backend}`"), 1);
+    match e {
+        GatewayError::UpstreamFailed(m) => GatewayError::UpstreamFailed(named(m)),
+        GatewayError::UpstreamTimeout(m) => GatewayError::UpstreamTimeout(named(m)),
+        GatewayError::BackendUnavailable(m) => GatewayError::BackendUnavailable(named(m)),
+        e => e,
     }
 }
 
 /// Anthropic events passed through untouched (a `/v1/messages` client);
-/// usage read from `message_start` and `message_delta`.
+/// usage read from `message_start` and `message_delta`. An `error` event is
+/// the upstream's failure, returned as such.
 struct Native {
+    backend: String,
     usage: Usage,
     done: bool,
 }
 
 impl EventMapper for Native {
-    fn event(&mut self, event: Bytes) -> Vec<Bytes> {
+    fn event(&mut self, event: Bytes) -> Result<Vec<Bytes>, GatewayError> {
         if let Some(v) =
             sse::event_data(&event).and_then(|d| serde_json::from_str::<Value>(&d).ok())
         {
             to_openai::track_usage(&mut self.usage, &v);
-            if matches!(v["type"].as_str(), Some("message_stop" | "error")) {
-                self.done = true;
+            match v["type"].as_str() {
+                Some("message_stop") => self.done = true,
+                Some("error") => {
+                    self.done = true;
+                    let source = format!("backend `{}`", self.backend);
+                    return Err(GatewayError::from_stream_error(&source, &v["error"]));
+                }
+                _ => {}
             }
         }
-        vec![event]
+        Ok(vec![event])
     }
     fn take_usage(&mut self) -> Option<Usage> {
         self.done.then_some(self.usage)
     }
-    fn end(&mut self) -> Vec<Bytes> {
+    fn end(&mut self) -> Result<Vec<Bytes>, GatewayError> {
         if std::mem::replace(&mut self.done, true) {
-            return vec![];
+            return Ok(vec![]);
         }
-        vec![self.error_event("the upstream stream ended early", "upstream_failed")]
-    }
-    fn error_event(&self, message: &str, code: &str) -> Bytes {
-        let status = if code == "upstream_timeout" { 504 } else { 502 };
-        crate::translate::named_event("error", &to_anthropic::error_body(status, message))
+        Err(GatewayError::UpstreamFailed(format!(
+            "backend `{}`: the upstream stream ended early",
+            self.backend
+        )))
     }
 }
 
@@ -192,6 +217,7 @@ impl AnthropicBackend {
         let started = sent.started;
         if req.stream {
             let mapper = Translate {
+                backend: self.up.name.clone(),
                 t: to_openai::StreamTranslator::new(req.include_usage),
                 stops: StopFilter::new(&gateway_stops),
                 cut: false,
@@ -246,6 +272,7 @@ impl AnthropicBackend {
         let started = sent.started;
         if stream {
             let mapper = Native {
+                backend: self.up.name.clone(),
                 usage: Usage::default(),
                 done: false,
             };

@@ -2,10 +2,11 @@
 //! client per backend, auth headers built once (marked sensitive, never
 //! printed), retries of connect errors, 429 and 5xx before the first byte
 //! with jittered exponential backoff, first-byte / idle / total timeouts, and
-//! a stream pump that maps upstream SSE events to client-ready OpenAI events.
+//! a stream pump that maps upstream SSE events to client-ready OpenAI events
+//! (a failure after the head ends the stream with the error itself).
 
-use super::sse::EventSplitter;
-use super::{DispatchError, UsageCell};
+use super::{DispatchError, EventStream, UsageCell};
+use crate::api::sse::EventSplitter;
 use crate::api::ApiFormat;
 use crate::config::{Cloud, Retries, Timeouts};
 use crate::error::GatewayError;
@@ -44,9 +45,10 @@ pub struct Sent {
     pub deadline: Instant,
 }
 
-/// Maps one upstream SSE event to client-ready OpenAI events.
+/// Maps one upstream SSE event to client-ready events; an error is the
+/// upstream's failure (an error event, a broken stream) and ends the stream.
 pub trait EventMapper: Send + 'static {
-    fn event(&mut self, event: Bytes) -> Vec<Bytes>;
+    fn event(&mut self, event: Bytes) -> Result<Vec<Bytes>, GatewayError>;
     /// Usage to store, once known (storing the same usage again is harmless).
     fn take_usage(&mut self) -> Option<Usage>;
     /// The client's answer is complete: stop reading the upstream.
@@ -55,12 +57,8 @@ pub trait EventMapper: Send + 'static {
     }
     /// Called when the upstream closed the stream: what to send after the
     /// last event (an error when the stream ended before its final event).
-    fn end(&mut self) -> Vec<Bytes> {
-        vec![]
-    }
-    /// The event that tells the client the stream failed after its head.
-    fn error_event(&self, message: &str, code: &str) -> Bytes {
-        error_event(message, code)
+    fn end(&mut self) -> Result<Vec<Bytes>, GatewayError> {
+        Ok(vec![])
     }
 }
 
@@ -313,49 +311,57 @@ impl Upstream {
     }
 
     /// Pump a streamed answer through `mapper`, with the idle and total
-    /// timeouts; failures after the head become an OpenAI error event.
+    /// timeouts; a failure after the head is the stream's last item.
     pub fn stream<M: EventMapper>(
         &self,
         sent: Sent,
         mut mapper: M,
         cell: Arc<UsageCell>,
-    ) -> futures::stream::BoxStream<'static, Bytes> {
+    ) -> EventStream {
         let idle = Duration::from_millis(self.timeouts.idle_ms);
         let name = self.name.clone();
         let Sent { resp, deadline, .. } = sent;
         let s = async_stream::stream! {
             let mut body = resp.bytes_stream();
             let mut splitter = EventSplitter::default();
-            loop {
+            let mut failure = None;
+            'pump: loop {
                 let wait_until = (Instant::now() + idle).min(deadline);
                 match tokio::time::timeout_at(wait_until, body.next()).await {
                     Err(_) => {
                         tracing::warn!(backend = %name, "upstream stream timed out");
-                        yield mapper.error_event(&format!("backend `{name}` stream timed out"), "upstream_timeout");
+                        failure = Some(GatewayError::UpstreamTimeout(format!("backend `{name}` stream timed out")));
                         break;
                     }
                     Ok(None) => {
-                        if let Some(rest) = splitter.finish() {
+                        let rest = splitter.finish().map(|rest| {
                             let mut ev = rest.to_vec();
                             ev.extend_from_slice(b"\n\n");
-                            for b in mapper.event(Bytes::from(ev)) {
-                                yield b;
-                            }
-                        }
-                        for b in mapper.end() {
-                            yield b;
+                            Bytes::from(ev)
+                        });
+                        let last = match rest.map(|ev| mapper.event(ev)).unwrap_or(Ok(vec![])) {
+                            Ok(mut out) => mapper.end().map(|end| { out.extend(end); out }),
+                            Err(e) => Err(e),
+                        };
+                        match last {
+                            Ok(out) => for b in out { yield Ok(b); },
+                            Err(e) => failure = Some(e),
                         }
                         break;
                     }
                     Ok(Some(Err(e))) => {
                         tracing::warn!(backend = %name, error = %without_url(&e), "upstream stream broke off");
-                        yield mapper.error_event(&format!("backend `{name}` stream broke off"), "upstream_failed");
+                        failure = Some(GatewayError::UpstreamFailed(format!("backend `{name}` stream broke off")));
                         break;
                     }
                     Ok(Some(Ok(chunk))) => {
                         for ev in splitter.push(&chunk) {
-                            for b in mapper.event(ev) {
-                                yield b;
+                            match mapper.event(ev) {
+                                Ok(out) => for b in out { yield Ok(b); },
+                                Err(e) => {
+                                    failure = Some(e);
+                                    break 'pump;
+                                }
                             }
                         }
                         if let Some(u) = mapper.take_usage() {
@@ -367,8 +373,12 @@ impl Upstream {
                     }
                 }
             }
+            // Usage first: the failure may be the last thing read from this stream.
             if let Some(u) = mapper.take_usage() {
                 cell.set(u);
+            }
+            if let Some(e) = failure {
+                yield Err(e);
             }
         };
         s.boxed()
@@ -382,11 +392,4 @@ fn without_url(e: &reqwest::Error) -> String {
         s = s.replace(u.as_str(), "<upstream>");
     }
     s
-}
-
-/// An SSE error event in OpenAI's shape, for failures after the head was sent.
-pub fn error_event(message: &str, code: &str) -> Bytes {
-    let v =
-        serde_json::json!({"error": {"message": message, "type": "upstream_error", "code": code}});
-    super::sse::data_event(&v.to_string())
 }

@@ -1,6 +1,8 @@
 //! Backends answer a parsed chat request for one concrete model: the local
 //! model in-process, or a cloud API over reqwest. Each returns the OpenAI
 //! body (whole, or as client-ready SSE events) plus the usage for metering.
+//! A stream that fails after its head yields the failure as an error item;
+//! the client-format edge turns it into the client's error event.
 
 pub mod anthropic;
 pub mod http;
@@ -10,12 +12,19 @@ pub mod sse;
 pub mod stop;
 
 use crate::api::openai::ParsedRequest;
+use crate::config::{BackendConfig, ModelConfig, Policy, Target};
 use crate::error::GatewayError;
+use crate::metrics::Metrics;
 use crate::policy::cost::Usage;
 use bytes::Bytes;
 use futures::stream::BoxStream;
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// A streamed answer: client-ready SSE events, or the failure that ended it.
+pub type EventStream = BoxStream<'static, Result<Bytes, GatewayError>>;
 
 /// Usage learned while a stream runs; read when it ends.
 #[derive(Debug, Default)]
@@ -37,7 +46,7 @@ pub enum ReplyBody {
     Full { bytes: Bytes, usage: Usage },
     /// Client-ready SSE events; the stream ends with `data: [DONE]`.
     Stream {
-        events: BoxStream<'static, Bytes>,
+        events: EventStream,
         usage: Arc<UsageCell>,
     },
 }
@@ -112,5 +121,119 @@ impl Backend {
             Backend::Anthropic(b) => b.chat(req, model).await,
             Backend::Local(b) => b.chat(req, model).await,
         }
+    }
+}
+
+/// Looks up an environment variable (injected so tests need not touch the process env).
+pub type EnvLookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Where the outside world comes in: environment lookups and the models dir.
+pub struct Environment {
+    pub env: EnvLookup,
+    pub models_dir: PathBuf,
+}
+
+impl Environment {
+    /// The process environment and `$SLMGATE_MODELS_DIR` (default `./models`).
+    pub fn from_process() -> Self {
+        Self {
+            env: Box::new(|k| std::env::var(k).ok()),
+            models_dir: models_dir(),
+        }
+    }
+}
+
+/// `$SLMGATE_MODELS_DIR`, or `models/` in the working directory.
+pub fn models_dir() -> PathBuf {
+    std::env::var_os("SLMGATE_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("models"))
+}
+
+impl Backend {
+    /// One backend from its config (a local model starts loading in the
+    /// background; must run inside a tokio runtime).
+    pub fn from_config(
+        name: &str,
+        cfg: &BackendConfig,
+        env: &Environment,
+        metrics: Arc<Metrics>,
+    ) -> Result<Backend, String> {
+        Ok(match cfg {
+            BackendConfig::Openai(c) => {
+                Backend::OpenAi(openai::OpenAiBackend::new(name, &c.cloud(), &*env.env)?)
+            }
+            BackendConfig::Anthropic(c) => {
+                Backend::Anthropic(anthropic::AnthropicBackend::new(name, c, &*env.env)?)
+            }
+            BackendConfig::Local(c) => Backend::Local(local::LocalBackend::start(
+                name,
+                c,
+                &env.models_dir,
+                metrics,
+            )?),
+        })
+    }
+}
+
+/// Every backend of a policy by name, with the models (and prices) it serves.
+pub struct Backends {
+    map: HashMap<String, Arc<Backend>>,
+    policy: Arc<Policy>,
+}
+
+impl Backends {
+    /// Build the backends a policy names; `start_local: false` leaves local
+    /// backends out (dry-run commands that never generate).
+    pub fn new(
+        policy: Arc<Policy>,
+        env: &Environment,
+        metrics: &Arc<Metrics>,
+        start_local: bool,
+    ) -> Result<Backends, String> {
+        let mut map = HashMap::new();
+        for (name, cfg) in &policy.backends {
+            if !start_local && matches!(cfg, BackendConfig::Local(_)) {
+                continue;
+            }
+            let b = Backend::from_config(name, cfg, env, metrics.clone())?;
+            map.insert(name.clone(), Arc::new(b));
+        }
+        Ok(Backends { map, policy })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Backend>> {
+        self.map.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<Backend>)> {
+        self.map.iter()
+    }
+
+    /// A target's model config (prices, upstream name).
+    pub fn model(&self, t: &Target) -> Option<&ModelConfig> {
+        self.policy.backends.get(&t.backend)?.models().get(&t.model)
+    }
+
+    /// Ok once every local model has loaded; otherwise what is still pending.
+    pub fn ready(&self) -> Result<(), String> {
+        for (name, b) in &self.map {
+            if let Backend::Local(l) = &**b {
+                l.ready().map_err(|e| format!("backend `{name}`: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait until local models are loaded (or one failed: then its error).
+    pub async fn wait_ready(&self) -> Result<(), String> {
+        for (name, b) in &self.map {
+            if let Backend::Local(l) = &**b {
+                l.wait_loaded()
+                    .await
+                    .map_err(|e| format!("backend `{name}`: {e}"))?;
+            }
+        }
+        Ok(())
     }
 }

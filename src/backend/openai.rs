@@ -31,18 +31,25 @@ struct UsageJson {
 }
 
 /// Forward OpenAI events; record usage, strip the usage chunk when the
-/// client did not ask for it.
+/// client did not ask for it. An error chunk is the upstream's failure.
 struct PassThrough {
+    backend: String,
     wants_usage: bool,
     usage: Option<Usage>,
 }
 
 impl EventMapper for PassThrough {
-    fn event(&mut self, event: Bytes) -> Vec<Bytes> {
-        match sse::filter_openai_event(event, self.wants_usage, &mut self.usage) {
-            Filtered::Forward(b) => vec![b],
-            Filtered::Drop => vec![],
+    fn event(&mut self, event: Bytes) -> Result<Vec<Bytes>, GatewayError> {
+        if let Some(e) = sse::error_of(&event) {
+            let source = format!("backend `{}`", self.backend);
+            return Err(GatewayError::from_stream_error(&source, &e));
         }
+        Ok(
+            match sse::filter_openai_event(event, self.wants_usage, &mut self.usage) {
+                Filtered::Forward(b) => vec![b],
+                Filtered::Drop => vec![],
+            },
+        )
     }
     fn take_usage(&mut self) -> Option<Usage> {
         self.usage.take()
@@ -107,15 +114,26 @@ impl OpenAiBackend {
         let started = sent.started;
         if req.stream {
             let mapper = PassThrough {
+                backend: self.up.name.clone(),
                 wants_usage: req.include_usage,
                 usage: None,
             };
             return Ok(self.up.stream_reply(sent, mapper, ApiFormat::OpenAi));
         }
         let bytes = self.up.read_full(sent).await?;
+        // An answer that is not JSON is the upstream's failure (502, or the
+        // next fallback), never an empty success — whatever the client speaks.
         let usage = serde_json::from_slice::<UsageOnly>(&bytes)
-            .ok()
-            .and_then(|u| u.usage)
+            .map_err(|e| {
+                DispatchError::retryable(
+                    "bad_response",
+                    GatewayError::UpstreamFailed(format!(
+                        "backend `{}` answered with invalid JSON: {e}",
+                        self.up.name
+                    )),
+                )
+            })?
+            .usage
             .map(|u| Usage {
                 prompt_tokens: u.prompt_tokens,
                 completion_tokens: u.completion_tokens,

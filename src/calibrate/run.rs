@@ -5,10 +5,9 @@
 
 use super::check::{self, Record};
 use super::{read_records, select, summarise, Outcome, Summary};
-use crate::backend::{Backend, ReplyBody};
+use crate::backend::{Backend, Environment, ReplyBody};
 use crate::config::Policy;
 use crate::metrics::Metrics;
-use crate::state::{build_backend, StateOptions};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -127,7 +126,7 @@ async fn ask(
     let Value::Object(raw) = body else {
         return Err("request is not an object".into());
     };
-    let req = crate::middleware::parse::chat_request_map(raw).map_err(|e| e.to_string())?;
+    let req = crate::api::request::chat_request_map(raw).map_err(|e| e.to_string())?;
     let reply = backend
         .chat(&req, model)
         .await
@@ -180,11 +179,7 @@ impl Progress {
     }
 }
 
-pub async fn run(
-    policy: &Policy,
-    state_opts: StateOptions,
-    opts: &Options,
-) -> Result<Report, String> {
+pub async fn run(policy: &Policy, env: &Environment, opts: &Options) -> Result<Report, String> {
     let records = read_records(&opts.data)?;
     let chosen = select(records, opts.limit);
     let mut outcomes = load_outcomes(&opts.out)?;
@@ -203,7 +198,7 @@ pub async fn run(
     if !pending.is_empty() {
         let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
         let cfg = &policy.backends[&name];
-        let backend = Arc::new(build_backend(&name, cfg, &state_opts, metrics)?);
+        let backend = Arc::new(Backend::from_config(&name, cfg, env, metrics)?);
         if let Backend::Local(l) = &*backend {
             l.wait_loaded()
                 .await
@@ -288,14 +283,14 @@ pub async fn run(
 /// The whole command: run, report, and (with `head_out`) fit and save the success head.
 pub async fn command(
     policy: &Policy,
-    state_opts: StateOptions,
+    env: &Environment,
     opts: &Options,
     head_out: Option<&Path>,
     target_accuracy: f64,
     json_out: bool,
 ) -> Result<(), String> {
-    let models_dir = state_opts.models_dir.clone();
-    let rep = run(policy, state_opts, opts).await?;
+    let models_dir = env.models_dir.clone();
+    let rep = run(policy, env, opts).await?;
     let ppm = if rep.wall_secs > 0.0 && rep.ran > 0 {
         rep.ran as f64 * 60.0 / rep.wall_secs
     } else {

@@ -11,6 +11,7 @@
 //!   the mean of MiniLM's input word vectors, L2-normalised — it sees the
 //!   part the truncation dropped, at almost no cost.
 
+use super::wordpiece::FastWordPiece;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
@@ -25,6 +26,8 @@ pub const DIM: usize = 384;
 pub struct Encoder {
     model: BertModel,
     tokenizer: Tokenizer,
+    /// The same ids for ASCII text, at a fraction of the cost.
+    fast: Option<FastWordPiece>,
     /// vocab × DIM word vectors, row-major.
     words: Vec<f32>,
     cls: u32,
@@ -93,17 +96,32 @@ impl Encoder {
         Ok(Encoder {
             cls: id("[CLS]")?,
             sep: id("[SEP]")?,
+            fast: FastWordPiece::new(&tokenizer),
             model,
             tokenizer,
             words,
         })
     }
 
+    /// WordPiece ids of `text`, without [CLS]/[SEP].
     pub fn tokenize(&self, text: &str) -> Vec<u32> {
+        match self.fast.as_ref().and_then(|f| f.encode(text)) {
+            Some(ids) => ids,
+            None => self.tokenize_full(text),
+        }
+    }
+
+    /// The same through the full `tokenizers` pipeline (any text).
+    pub fn tokenize_full(&self, text: &str) -> Vec<u32> {
         self.tokenizer
             .encode(text, false)
             .map(|e| e.get_ids().to_vec())
             .unwrap_or_default()
+    }
+
+    /// Whether ASCII text takes the fast tokenizer.
+    pub fn has_fast_tokenizer(&self) -> bool {
+        self.fast.is_some()
     }
 
     /// Contextual embedding of already-selected ids (without [CLS]/[SEP]).

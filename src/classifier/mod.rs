@@ -6,7 +6,10 @@ pub mod eval;
 pub mod features;
 pub mod head;
 pub mod model;
+pub mod serve;
+pub mod success;
 pub mod train;
+pub mod wordpiece;
 
 use crate::api::openai::ChatMessage;
 

@@ -4,7 +4,7 @@ use super::encoder::Encoder;
 use super::head::{cheap_features, quantise, HeadsFile};
 use super::{last_user_text, Triage, TriageResult};
 use crate::api::openai::ChatMessage;
-use crate::policy::CATEGORIES;
+use crate::config::CATEGORIES;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,7 +16,7 @@ pub struct ModelTriage {
     heads: HeadsFile,
     cats: Vec<&'static str>,
     /// Calibrated `P(local succeeds)` (`slmgate calibrate --head-out`).
-    success: Option<crate::calibrate::success::SuccessHead>,
+    success: Option<super::success::SuccessHead>,
     /// Calls, and calls that needed the contextual encoder (for `eval`).
     pub calls: AtomicU64,
     pub full_calls: AtomicU64,
@@ -69,7 +69,7 @@ impl ModelTriage {
     }
 
     /// Also predict `local_success` with this head.
-    pub fn with_success(mut self, head: crate::calibrate::success::SuccessHead) -> Self {
+    pub fn with_success(mut self, head: super::success::SuccessHead) -> Self {
         self.success = Some(head);
         self
     }

@@ -9,7 +9,7 @@
 
 use super::head::{sigmoid, HeadFile};
 use crate::api::openai::ChatMessage;
-use crate::policy::CATEGORIES;
+use crate::config::CATEGORIES;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde_json::Value;

@@ -1,18 +1,115 @@
-//! Dispatch stage: try the decision's targets in order. A target that is
+//! Dispatch, the leaf: try the decision's targets in order. A target that is
 //! unavailable or fails before its first byte hands over to the next one;
-//! errors about the client's own request end the walk.
+//! errors about the client's own request end the walk. The answer goes up
+//! in the shape the backend gave it (`ReplyShape`; the edge translates),
+//! with what the meter needs (`Dispatched`) in its extensions.
 
+use super::{missing, put_header, ResponseFuture};
 use crate::api::openai::ParsedRequest;
-use crate::backend::{Backend, BackendReply, DispatchError};
+use crate::api::ApiFormat;
+use crate::backend::{
+    Backend, BackendReply, Backends, DispatchError, EventStream, ReplyBody, UsageCell,
+};
 use crate::error::GatewayError;
+use crate::metrics::Metrics;
+use crate::policy::cost::Usage;
 use crate::policy::{RouteDecision, Target};
-use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tower::Service;
+use tracing::field::Empty;
+use tracing::Instrument;
 
+/// How the answer's usage becomes known.
+#[derive(Debug, Clone)]
+pub enum ReplyUsage {
+    /// A whole answer: known now.
+    Whole(Usage),
+    /// A stream: known when it ends.
+    Streamed(Arc<UsageCell>),
+}
+
+/// What answered, for the meter (response extension).
+#[derive(Debug, Clone)]
 pub struct Dispatched {
     pub target: Target,
-    pub reply: BackendReply,
-    /// One note per fallback taken: `from -> to: reason: message`.
-    pub fallbacks: Vec<String>,
+    /// `openai`, `anthropic` or `local`.
+    pub backend_kind: &'static str,
+    /// Time spent waiting on the backend before the answer's head.
+    pub upstream_wait: Duration,
+    pub usage: ReplyUsage,
+}
+
+/// The API shape of an answer's body and whether it is a stream (response
+/// extension, read by the edge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyShape {
+    pub format: ApiFormat,
+    pub streamed: bool,
+}
+
+/// The leaf service: the policy's backends.
+#[derive(Clone)]
+pub struct Dispatch {
+    backends: Arc<Backends>,
+    metrics: Arc<Metrics>,
+}
+
+impl Dispatch {
+    pub fn new(backends: Arc<Backends>, metrics: Arc<Metrics>) -> Self {
+        Self { backends, metrics }
+    }
+}
+
+impl<B> Service<Request<B>> for Dispatch
+where
+    B: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let this = self.clone();
+        let span = tracing::debug_span!("dispatch", backend = Empty, model = Empty);
+        let fut = async move {
+            let (Some(parsed), Some(decision)) = (
+                req.extensions().get::<ParsedRequest>(),
+                req.extensions().get::<Arc<RouteDecision>>(),
+            ) else {
+                return Ok(missing(
+                    "the parsed request or route decision",
+                    "DecideLayer",
+                ));
+            };
+            let mut notes = Vec::new();
+            let done = this.run(parsed, decision, &mut notes).await;
+            let mut resp = match done {
+                Ok((target, kind, reply)) => {
+                    let span = tracing::Span::current();
+                    span.record("backend", target.backend.as_str());
+                    span.record("model", target.model.as_str());
+                    answer(target, kind, reply)
+                }
+                Err(e) => e.into_response(),
+            };
+            if !notes.is_empty() {
+                put_header(resp.headers_mut(), "x-slmgate-fallback", &notes.join("; "));
+            }
+            Ok(resp)
+        };
+        Box::pin(fut.instrument(span))
+    }
 }
 
 /// A `/v1/messages` request with parts only Anthropic understands cannot
@@ -30,61 +127,99 @@ fn native_only(req: &ParsedRequest, backend: &Backend, target: &Target) -> Optio
     })
 }
 
-pub async fn run(
-    state: &AppState,
-    req: &ParsedRequest,
-    decision: &RouteDecision,
-) -> Result<Dispatched, GatewayError> {
-    let mut notes = Vec::new();
-    let mut last = GatewayError::Internal("routing produced no target".into());
-    for (i, target) in decision.targets.iter().enumerate() {
-        let (Some(backend), Some(model)) = (
-            state.backends.get(&target.backend),
-            state.model_config(target),
-        ) else {
-            continue;
-        };
-        let upstream_name = model.upstream_name.as_deref().unwrap_or(&target.model);
-        let outcome = match native_only(req, backend, target) {
-            Some(e) => Err(e),
-            None => backend.availability(),
-        };
-        let outcome = match outcome {
-            Ok(()) => backend.chat(req, upstream_name).await,
-            Err(e) => Err(e),
-        };
-        let err = match outcome {
-            Ok(reply) => {
-                return Ok(Dispatched {
-                    target: target.clone(),
-                    reply,
-                    fallbacks: notes,
-                });
-            }
-            Err(e) => e,
-        };
-        state
-            .metrics
-            .upstream_errors
-            .with_label_values(&[target.backend.as_str(), err.reason])
-            .inc();
-        tracing::warn!(target = %target, reason = err.reason, error = %err.error, "target failed");
-        if !err.fallback_ok {
-            return Err(err.error);
-        }
-        if let Some(next) = decision.targets.get(i + 1) {
-            state
-                .metrics
-                .fallbacks
-                .with_label_values(&[
-                    target.to_string().as_str(),
-                    next.to_string().as_str(),
-                    err.reason,
-                ])
+impl Dispatch {
+    /// Walk the targets; `notes` gets one line per fallback taken.
+    async fn run(
+        &self,
+        req: &ParsedRequest,
+        decision: &RouteDecision,
+        notes: &mut Vec<String>,
+    ) -> Result<(Target, &'static str, BackendReply), GatewayError> {
+        let mut last = GatewayError::Internal("routing produced no target".into());
+        for (i, target) in decision.targets.iter().enumerate() {
+            let (Some(backend), Some(model)) = (
+                self.backends.get(&target.backend),
+                self.backends.model(target),
+            ) else {
+                continue;
+            };
+            let upstream_name = model.upstream_name.as_deref().unwrap_or(&target.model);
+            let outcome = match native_only(req, backend, target) {
+                Some(e) => Err(e),
+                None => backend.availability(),
+            };
+            let outcome = match outcome {
+                Ok(()) => backend.chat(req, upstream_name).await,
+                Err(e) => Err(e),
+            };
+            let err = match outcome {
+                Ok(reply) => return Ok((target.clone(), backend.kind(), reply)),
+                Err(e) => e,
+            };
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[target.backend.as_str(), err.reason])
                 .inc();
-            notes.push(format!("{target} -> {next}: {}: {}", err.reason, err.error));
+            tracing::warn!(target = %target, reason = err.reason, error = %err.error, "target failed");
+            if !err.fallback_ok {
+                return Err(err.error);
+            }
+            if let Some(next) = decision.targets.get(i + 1) {
+                self.metrics
+                    .fallbacks
+                    .with_label_values(&[
+                        target.to_string().as_str(),
+                        next.to_string().as_str(),
+                        err.reason,
+                    ])
+                    .inc();
+                notes.push(format!("{target} -> {next}: {}: {}", err.reason, err.error));
+            }
+            last = err.error;
         }
-        last = err.error;
+        Err(last)
     }
-    Err(last)
+}
+
+/// The backend's reply as a response: its body as it came, the `x-slmgate-*`
+/// headers of what answered, `Dispatched` and `ReplyShape` in the extensions.
+fn answer(target: Target, kind: &'static str, reply: BackendReply) -> Response {
+    let (body, usage, content_type, streamed) = match reply.body {
+        ReplyBody::Full { bytes, usage } => (
+            Body::from(bytes),
+            ReplyUsage::Whole(usage),
+            "application/json",
+            false,
+        ),
+        ReplyBody::Stream { events, usage } => (
+            stream_body(events),
+            ReplyUsage::Streamed(usage),
+            "text/event-stream",
+            true,
+        ),
+    };
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if streamed {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    put_header(h, "x-slmgate-backend", &target.backend);
+    put_header(h, "x-slmgate-model", &target.model);
+    put_header(h, "x-slmgate-backend-kind", kind);
+    r.extensions_mut().insert(ReplyShape {
+        format: reply.format,
+        streamed,
+    });
+    r.extensions_mut().insert(Dispatched {
+        target,
+        backend_kind: kind,
+        upstream_wait: reply.upstream_wait,
+        usage,
+    });
+    r
+}
+
+fn stream_body(events: EventStream) -> Body {
+    super::body::from_chunks(events)
 }

@@ -1,169 +1,249 @@
-//! Meter stage: tokens, cost, savings, latency, TTFT and the gateway's own
-//! overhead, as metrics and `x-slmgate-*` response headers. Streams are
-//! metered when they end — or when the client goes away mid-stream.
+//! Metering wraps the answer: `slmgate_requests_total` is counted here and
+//! nowhere else, exactly once per request — an error response when it
+//! passes, a whole answer when it passes, a stream when it ends (200),
+//! fails mid-stream (that error's status, from the one error map) or is
+//! dropped by a client that went away (499). Also tokens, cost, savings,
+//! latency, time to first token, the gateway's own overhead, and the
+//! `x-slmgate-cost-usd` / `x-slmgate-overhead-ms` headers.
 
-use crate::backend::UsageCell;
-use crate::classifier::TriageResult;
-use crate::policy::cost::{self, Usage};
-use crate::policy::Target;
-use crate::state::AppState;
-use bytes::Bytes;
-use futures::stream::BoxStream;
+use super::body::{chunks, from_chunks};
+use super::dispatch::{Dispatched, ReplyUsage};
+use super::{put_header, take_ready, ResponseFuture, Started};
+use crate::error::failure;
+use crate::metrics::Metrics;
+use crate::policy::cost::{self, Prices, Usage};
+use crate::policy::{RouteDecision, Target};
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
 use futures::StreamExt;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::StatusCode;
 use rust_decimal::Decimal;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tower::{Layer, Service};
 
-/// What the meter needs to know about a routed request.
+/// Where the numbers go, and the prices they are computed with.
 #[derive(Clone)]
-pub struct Routed {
-    pub route: String,
-    pub target: Target,
-    pub triage: TriageResult,
-    pub started: Instant,
+pub struct MeterLayer {
+    metrics: Arc<Metrics>,
+    prices: Arc<Prices>,
 }
 
-/// Record a finished request's tokens, cost, savings and counters; returns its cost.
-pub fn record(state: &AppState, r: &Routed, usage: Usage, status: u16) -> Decimal {
-    let m = &state.metrics;
-    let (b, model) = (r.target.backend.as_str(), r.target.model.as_str());
-    let price = state.model_config(&r.target);
-    let cost = price.map(|p| cost::cost(p, usage)).unwrap_or_default();
-    let saved = cost::savings(cost, state.reference.as_ref(), usage);
-    m.tokens
-        .with_label_values(&[b, model, "input"])
-        .inc_by(usage.prompt_tokens);
-    m.tokens
-        .with_label_values(&[b, model, "output"])
-        .inc_by(usage.completion_tokens);
-    m.cost
-        .with_label_values(&[b, model])
-        .inc_by(cost::to_f64(cost));
-    m.savings
-        .with_label_values(&[b, model])
-        .inc_by(cost::to_f64(saved));
-    m.requests
-        .with_label_values(&[r.route.as_str(), b, model, status.to_string().as_str()])
-        .inc();
-    m.duration
-        .with_label_values(&[b])
-        .observe(r.started.elapsed().as_secs_f64());
-    cost
+impl MeterLayer {
+    pub fn new(metrics: Arc<Metrics>, prices: Arc<Prices>) -> Self {
+        Self { metrics, prices }
+    }
 }
 
-pub fn observe_overhead(state: &AppState, r: &Routed, upstream_wait: Duration) -> Duration {
-    let overhead = r.started.elapsed().saturating_sub(upstream_wait);
-    state.metrics.overhead.observe(overhead.as_secs_f64());
-    overhead
+impl<S> Layer<S> for MeterLayer {
+    type Service = Meter<S>;
+    fn layer(&self, inner: S) -> Meter<S> {
+        Meter {
+            inner,
+            m: self.clone(),
+        }
+    }
 }
 
-fn put(h: &mut HeaderMap, name: &'static str, value: &str) {
-    // Header values must be visible ASCII; replace anything else.
-    let clean: String = value
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                '?'
-            }
+#[derive(Clone)]
+pub struct Meter<S> {
+    inner: S,
+    m: MeterLayer,
+}
+
+impl<S, B> Service<Request<B>> for Meter<S>
+where
+    S: Service<Request<B>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let started = req
+            .extensions()
+            .get::<Started>()
+            .map_or_else(Instant::now, |s| s.0);
+        let m = self.m.clone();
+        let mut inner = take_ready(&mut self.inner);
+        Box::pin(async move {
+            let Ok(resp) = inner.call(req).await;
+            Ok(m.answer(resp, started))
         })
-        .take(1024)
-        .collect();
-    if let Ok(v) = HeaderValue::from_str(&clean) {
-        h.insert(HeaderName::from_static(name), v);
     }
 }
 
-/// The `x-slmgate-*` headers of a routed response.
-pub fn headers(
-    state: &AppState,
-    h: &mut HeaderMap,
-    r: &Routed,
-    cost: Option<Decimal>,
-    overhead: Duration,
-    fallbacks: &[String],
-) {
-    let backend = &r.target.backend;
-    put(h, "x-slmgate-backend", backend);
-    put(h, "x-slmgate-model", &r.target.model);
-    if let Some(b) = state.backends.get(backend) {
-        put(h, "x-slmgate-backend-kind", b.kind());
+/// One request's meter readings, recorded once.
+struct Reading {
+    m: MeterLayer,
+    route: String,
+    target: Option<Target>,
+    started: Instant,
+}
+
+impl Reading {
+    fn labels(&self) -> (&str, &str) {
+        self.target
+            .as_ref()
+            .map_or(("none", "none"), |t| (t.backend.as_str(), t.model.as_str()))
     }
-    put(h, "x-slmgate-route", &r.route);
-    put(
-        h,
-        "x-slmgate-triage-score",
-        &format!("{:.4}", r.triage.score),
-    );
-    put(h, "x-slmgate-triage-category", r.triage.category);
-    if let Some(c) = cost {
-        put(h, "x-slmgate-cost-usd", &c.normalize().to_string());
+
+    /// Count the request; for an answered one also tokens, cost, savings and
+    /// duration. Returns the cost.
+    fn record(&self, usage: Option<Usage>, status: StatusCode) -> Decimal {
+        let metrics = &self.m.metrics;
+        let (b, model) = self.labels();
+        metrics
+            .requests
+            .with_label_values(&[self.route.as_str(), b, model, status.as_str()])
+            .inc();
+        let (Some(t), Some(usage)) = (&self.target, usage) else {
+            return Decimal::ZERO;
+        };
+        let (paid, saved) = self.m.prices.cost(t, usage);
+        metrics
+            .tokens
+            .with_label_values(&[b, model, "input"])
+            .inc_by(usage.prompt_tokens);
+        metrics
+            .tokens
+            .with_label_values(&[b, model, "output"])
+            .inc_by(usage.completion_tokens);
+        metrics
+            .cost
+            .with_label_values(&[b, model])
+            .inc_by(cost::to_f64(paid));
+        metrics
+            .savings
+            .with_label_values(&[b, model])
+            .inc_by(cost::to_f64(saved));
+        metrics
+            .duration
+            .with_label_values(&[b])
+            .observe(self.started.elapsed().as_secs_f64());
+        paid
     }
-    put(
-        h,
-        "x-slmgate-overhead-ms",
-        &format!("{:.3}", overhead.as_secs_f64() * 1000.0),
-    );
-    if !fallbacks.is_empty() {
-        put(h, "x-slmgate-fallback", &fallbacks.join("; "));
+
+    fn ttft(&self) {
+        let (b, _) = self.labels();
+        self.m
+            .metrics
+            .ttft
+            .with_label_values(&[b])
+            .observe(self.started.elapsed().as_secs_f64());
     }
 }
 
-/// Records a stream's metrics exactly once: at its end, or when dropped
-/// early because the client disconnected.
+impl MeterLayer {
+    fn answer(&self, mut resp: Response, started: Instant) -> Response {
+        let route = resp
+            .extensions()
+            .get::<Arc<RouteDecision>>()
+            .map_or_else(|| "none".to_string(), |d| d.route.clone());
+        let dispatched = resp.extensions().get::<Dispatched>().cloned();
+        let mut reading = Reading {
+            m: self.clone(),
+            route,
+            target: None,
+            started,
+        };
+        let Some(d) = dispatched.filter(|_| failure(&resp).is_none()) else {
+            reading.record(None, resp.status());
+            return resp;
+        };
+        reading.target = Some(d.target);
+        let overhead = started.elapsed().saturating_sub(d.upstream_wait);
+        self.metrics.overhead.observe(overhead.as_secs_f64());
+        put_header(
+            resp.headers_mut(),
+            "x-slmgate-overhead-ms",
+            &format!("{:.3}", overhead.as_secs_f64() * 1000.0),
+        );
+        match d.usage {
+            ReplyUsage::Whole(usage) => {
+                reading.ttft();
+                let paid = reading.record(Some(usage), resp.status());
+                put_header(
+                    resp.headers_mut(),
+                    "x-slmgate-cost-usd",
+                    &paid.normalize().to_string(),
+                );
+                resp
+            }
+            ReplyUsage::Streamed(cell) => {
+                let (parts, body) = resp.into_parts();
+                Response::from_parts(parts, metered(body, reading, cell))
+            }
+        }
+    }
+}
+
+/// Records a stream exactly once: when it ends, fails, or is dropped early
+/// because the client went away.
 struct StreamGuard {
-    state: Arc<AppState>,
-    routed: Routed,
-    usage: Arc<UsageCell>,
-    completed: bool,
+    reading: Reading,
+    usage: Arc<crate::backend::UsageCell>,
+    /// The status to count: 200 once the stream ended, the error's status
+    /// once it failed; 499 while neither happened.
+    outcome: Option<StatusCode>,
 }
 
 impl StreamGuard {
-    fn complete(&mut self) {
-        self.completed = true;
+    /// The stream ended (`OK`) or failed (the error's status).
+    fn end(&mut self, status: StatusCode) {
+        self.outcome = Some(status);
     }
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
+        let status = self.outcome.unwrap_or_else(|| {
+            tracing::info!(route = %self.reading.route, "client disconnected mid-stream");
+            StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
+        });
+        // Usage so far (a stream that failed or was cut still used tokens).
         let usage = self.usage.get().unwrap_or_default();
-        if !self.completed {
-            tracing::info!(route = %self.routed.route, target = %self.routed.target, "client disconnected mid-stream");
-        }
-        let status = if self.completed { 200 } else { 499 };
-        record(&self.state, &self.routed, usage, status);
+        self.reading.record(Some(usage), status);
     }
 }
 
-/// Wrap client-ready SSE events: TTFT on the first event, metering at the end.
-pub fn metered_stream(
-    state: Arc<AppState>,
-    routed: Routed,
-    events: BoxStream<'static, Bytes>,
-    usage: Arc<UsageCell>,
-) -> BoxStream<'static, Result<Bytes, Infallible>> {
-    let backend = routed.target.backend.clone();
+/// The stream's chunks as they pass: TTFT at the first, the reading at the end.
+fn metered(body: Body, reading: Reading, usage: Arc<crate::backend::UsageCell>) -> Body {
     let mut guard = StreamGuard {
-        state,
-        routed,
+        reading,
         usage,
-        completed: false,
+        outcome: None,
     };
     let s = async_stream::stream! {
-        let mut events = events;
+        let mut inner = chunks(body);
         let mut first = true;
-        while let Some(ev) = events.next().await {
-            if first {
-                first = false;
-                let ttft = guard.routed.started.elapsed().as_secs_f64();
-                guard.state.metrics.ttft.with_label_values(&[backend.as_str()]).observe(ttft);
+        while let Some(item) = inner.next().await {
+            match item {
+                Ok(chunk) => {
+                    if std::mem::take(&mut first) {
+                        guard.reading.ttft();
+                    }
+                    yield Ok(chunk);
+                }
+                Err(e) => {
+                    let (b, _) = guard.reading.labels();
+                    guard.reading.m.metrics.upstream_errors.with_label_values(&[b, "mid_stream"]).inc();
+                    guard.end(e.status());
+                    yield Err(e);
+                    return;
+                }
             }
-            yield Ok(ev);
         }
-        guard.complete();
+        guard.end(StatusCode::OK);
     };
-    s.boxed()
+    from_chunks(s)
 }

@@ -1,9 +1,118 @@
-//! The request path's stages, in order: parse -> triage -> decide (policy) ->
-//! dispatch (with fallbacks) -> meter. Each is a plain function the chat
-//! handler calls; per-request state is passed as typed values.
+//! The request path, one tower `Layer` + `Service` per stage, each in a file
+//! of its own. `src/stack.rs` puts them in order (outermost first):
+//!
+//! ```text
+//! access_log -> catch panic -> edge -> meter -> read_body -> parse
+//!   -> triage -> decide -> [shadow] -> dispatch (leaf)
+//! ```
+//!
+//! Every service here answers `Response` and never fails (`Infallible`):
+//! a stage that rejects a request answers with `GatewayError::render`'s
+//! response, which carries the error in its extensions, so the layers on
+//! the way out (meter, edge, access log) see what failed. Per-request state
+//! travels as typed request extensions, set by the stage that knows it:
+//!
+//! | extension | set by | read by |
+//! |---|---|---|
+//! | `RequestId`, `Started` | access_log | meter, (logs) |
+//! | `ApiFormat` (the client's) | edge | parse |
+//! | `ParsedRequest`, `Arc<Requested>` | parse | triage, decide, shadow, dispatch |
+//! | `TriageResult` | triage | decide |
+//! | `Arc<RouteDecision>` | decide | shadow, dispatch (and, on the response, meter) |
+//! | response: `Dispatched`, `ReplyShape` | dispatch | meter, shadow, edge |
 
+pub mod access_log;
+pub mod body;
+pub mod catch_panic;
+pub mod decide;
 pub mod dispatch;
+pub mod edge;
 pub mod meter;
 pub mod parse;
+pub mod read_body;
 pub mod shadow;
 pub mod triage;
+
+use crate::error::GatewayError;
+use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use std::convert::Infallible;
+use std::time::Instant;
+
+/// What every stage's service returns.
+pub type ResponseFuture = BoxFuture<'static, Result<Response, Infallible>>;
+
+/// The request's id: the client's `x-request-id`, or one made up for it.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub HeaderValue);
+
+/// When the gateway first saw the request (latency and overhead start here).
+#[derive(Debug, Clone, Copy)]
+pub struct Started(pub Instant);
+
+/// A stage's service calls its inner one from a boxed future: take the
+/// service that was driven to readiness, leave a clone for the next call.
+pub(crate) fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
+}
+
+/// The answer a stage gives when a stage it depends on is missing from the
+/// chain (an embedding mistake, never a client error).
+pub(crate) fn missing(what: &str, layer: &str) -> Response {
+    GatewayError::Internal(format!(
+        "{what} is missing: put `{layer}` before this layer in the chain"
+    ))
+    .into_response()
+}
+
+/// Set an `x-slmgate-*` header; header values must be visible ASCII, so
+/// anything else is replaced.
+pub(crate) fn put_header(h: &mut HeaderMap, name: &'static str, value: &str) {
+    let clean: String = value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(1024)
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&clean) {
+        h.insert(HeaderName::from_static(name), v);
+    }
+}
+
+/// Stand-ins for the next stage in the stages' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use axum::response::Response;
+    use std::convert::Infallible;
+    use tower::{Service, ServiceExt};
+    use tower_test::mock;
+
+    /// A `tower_test` mock as the next stage: the test sees what reached it
+    /// and answers for it.
+    pub fn mock_inner<R: Send + 'static>() -> (
+        impl Service<R, Response = Response, Error = Infallible, Future = impl Send> + Clone + Send,
+        mock::Handle<R, Response>,
+    ) {
+        let (svc, handle) = mock::pair::<R, Response>();
+        let svc = svc.map_err(|e: tower::BoxError| -> Infallible { panic!("mock: {e}") });
+        (svc, handle)
+    }
+
+    /// A next stage that must not be reached.
+    pub fn never<R: Send + 'static>(
+    ) -> impl Service<R, Response = Response, Error = Infallible, Future = impl Send> + Clone + Send
+    {
+        tower::service_fn(|_: R| async {
+            panic!("a refused request must not reach the next stage");
+            #[allow(unreachable_code)]
+            Ok::<Response, Infallible>(Response::new(axum::body::Body::empty()))
+        })
+    }
+}

@@ -1,109 +1,199 @@
-//! Shadow sampling: a configured share of locally answered requests is also
-//! sent to a cloud model, off the request path (the client's answer never
-//! waits for it; samples beyond `max_in_flight` are skipped). The two
-//! answers are compared by the cosine similarity of their MiniLM embeddings,
-//! and agreement is exported as metrics — the quality cost of the money
-//! saved, measured on live traffic.
+//! Shadow sampling (present only when the policy configures `shadow`): a
+//! share of locally answered requests is also sent to a cloud model, off
+//! the request path — the client's answer never waits for it, and samples
+//! beyond `max_in_flight` are skipped. The two answers are compared by the
+//! cosine similarity of their MiniLM embeddings and agreement is exported
+//! as metrics: the quality cost of the money saved, on live traffic.
 
+use super::body::{chunks, from_chunks};
+use super::dispatch::{Dispatched, ReplyShape};
+use super::{take_ready, ResponseFuture};
 use crate::api::openai::ParsedRequest;
-use crate::backend::ReplyBody;
+use crate::api::sse::event_data;
+use crate::backend::{Backends, ReplyBody};
+use crate::classifier::serve::Triager;
 use crate::config::Policy;
-use crate::policy::{cost, Target};
-use crate::state::AppState;
-use bytes::Bytes;
-use futures::stream::BoxStream;
+use crate::metrics::Metrics;
+use crate::policy::cost::{self, Prices};
+use crate::policy::Target;
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use http::Request;
 use serde_json::Value;
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use tokio::sync::Semaphore;
+use tower::{Layer, Service};
 
+/// The shadow configuration with what a comparison needs.
 pub struct Shadow {
     pub target: Target,
     pub sample_rate: f64,
     pub agree_threshold: f64,
     permits: Arc<Semaphore>,
+    backends: Arc<Backends>,
+    triager: Arc<Triager>,
+    metrics: Arc<Metrics>,
+    prices: Arc<Prices>,
 }
 
 impl Shadow {
-    /// From a validated policy.
-    pub fn from_policy(p: &Policy) -> Option<Shadow> {
+    /// From a validated policy; `None` when it configures no shadowing.
+    pub fn from_policy(
+        p: &Policy,
+        backends: Arc<Backends>,
+        triager: Arc<Triager>,
+        metrics: Arc<Metrics>,
+        prices: Arc<Prices>,
+    ) -> Option<Shadow> {
         let s = p.shadow.as_ref()?;
         Some(Shadow {
             target: Target::parse(s.target(p)?)?,
             sample_rate: s.sample_rate,
             agree_threshold: s.agree_threshold,
             permits: Arc::new(Semaphore::new(s.max_in_flight.max(1))),
+            backends,
+            triager,
+            metrics,
+            prices,
         })
     }
 
     /// Draw whether this request is sampled.
-    pub fn sample(&self) -> bool {
+    fn sample(&self) -> bool {
         self.sample_rate > 0.0 && rand::random::<f64>() < self.sample_rate
     }
 }
 
-/// The shadow request to send for this answer, when it is sampled: only
-/// answers from a local backend are.
-pub fn pick(state: &AppState, backend: &str, req: &ParsedRequest) -> Option<ParsedRequest> {
-    let sh = state.shadow.as_ref()?;
-    let local = state
-        .backends
-        .get(backend)
-        .is_some_and(|b| b.kind() == "local");
-    (local && sh.sample()).then(|| req.clone())
+#[derive(Clone)]
+pub struct ShadowLayer {
+    shadow: Arc<Shadow>,
 }
 
-/// The assistant text of an OpenAI chat.completion body.
-pub fn completion_text(body: &[u8]) -> String {
-    serde_json::from_slice::<Value>(body)
-        .map(|v| crate::api::openai::completion_text(&v).to_string())
-        .unwrap_or_default()
+impl ShadowLayer {
+    pub fn new(shadow: Arc<Shadow>) -> Self {
+        Self { shadow }
+    }
 }
 
-/// Pass OpenAI stream events through untouched, collecting the text; when
-/// the stream has ended, shadow it.
-pub fn tee(
-    state: Arc<AppState>,
-    req: ParsedRequest,
-    events: BoxStream<'static, Bytes>,
-) -> BoxStream<'static, Bytes> {
+impl<S> Layer<S> for ShadowLayer {
+    type Service = ShadowStage<S>;
+    fn layer(&self, inner: S) -> ShadowStage<S> {
+        ShadowStage {
+            inner,
+            shadow: self.shadow.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ShadowStage<S> {
+    inner: S,
+    shadow: Arc<Shadow>,
+}
+
+impl<S, B> Service<Request<B>> for ShadowStage<S>
+where
+    S: Service<Request<B>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // Drawn before the answer is known; only local answers are shadowed,
+        // so the sampled share of local answers is still `sample_rate`.
+        let sampled = self
+            .shadow
+            .sample()
+            .then(|| req.extensions().get::<ParsedRequest>().cloned())
+            .flatten();
+        let shadow = self.shadow.clone();
+        let mut inner = take_ready(&mut self.inner);
+        Box::pin(async move {
+            let Ok(resp) = inner.call(req).await;
+            let local = resp
+                .extensions()
+                .get::<Dispatched>()
+                .is_some_and(|d| d.backend_kind == "local");
+            match sampled {
+                Some(req) if local && resp.status().is_success() => Ok(tee(resp, shadow, req)),
+                _ => Ok(resp),
+            }
+        })
+    }
+}
+
+/// Pass the answer through untouched, keeping a copy; when it has ended,
+/// shadow it with its text.
+fn tee(resp: Response, shadow: Arc<Shadow>, req: ParsedRequest) -> Response {
+    let streamed = resp
+        .extensions()
+        .get::<ReplyShape>()
+        .is_some_and(|s| s.streamed);
+    let (parts, body) = resp.into_parts();
     let s = async_stream::stream! {
-        let mut text = String::new();
-        let mut events = events;
-        while let Some(ev) = events.next().await {
-            if let Some(d) = crate::backend::sse::event_data(&ev) {
-                if let Ok(v) = serde_json::from_str::<Value>(&d) {
-                    if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
-                        text.push_str(t);
-                    }
+        let mut inner = chunks(body);
+        let mut copy = BytesMut::new();
+        while let Some(item) = inner.next().await {
+            match item {
+                Ok(c) => {
+                    copy.extend_from_slice(&c);
+                    yield Ok(c);
+                }
+                Err(e) => {
+                    yield Err(e);
+                    return; // a failed answer is not compared
                 }
             }
-            yield ev;
         }
-        spawn(state, req, text);
+        spawn(shadow, req, answer_text(&copy.freeze(), streamed));
     };
-    s.boxed()
+    Response::from_parts(parts, from_chunks(s))
+}
+
+/// The assistant text of a whole OpenAI answer, or of its chunk stream.
+pub fn answer_text(body: &Bytes, streamed: bool) -> String {
+    if !streamed {
+        return serde_json::from_slice::<Value>(body)
+            .map(|v| crate::api::openai::completion_text(&v).to_string())
+            .unwrap_or_default();
+    }
+    let mut text = String::new();
+    for ev in body
+        .split(|&b| b == b'\n')
+        .filter(|l| l.starts_with(b"data:"))
+    {
+        if let Some(v) = event_data(ev).and_then(|d| serde_json::from_str::<Value>(&d).ok()) {
+            if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
+                text.push_str(t);
+            }
+        }
+    }
+    text
 }
 
 /// Start the shadow call in the background (or count it as skipped).
-pub fn spawn(state: Arc<AppState>, req: ParsedRequest, local_text: String) {
-    let Some(sh) = &state.shadow else {
-        return;
-    };
-    let Ok(permit) = sh.permits.clone().try_acquire_owned() else {
-        state.metrics.shadow.with_label_values(&["skipped"]).inc();
+fn spawn(shadow: Arc<Shadow>, req: ParsedRequest, local_text: String) {
+    let m = shadow.metrics.clone();
+    let Ok(permit) = shadow.permits.clone().try_acquire_owned() else {
+        m.shadow.with_label_values(&["skipped"]).inc();
         return;
     };
     tokio::spawn(async move {
         let _permit = permit;
-        let m = &state.metrics;
-        match compare(&state, req, local_text).await {
+        match compare(&shadow, req, local_text).await {
             Ok(sim) => {
                 m.shadow_similarity.observe(sim);
-                let agree = state
-                    .shadow
-                    .as_ref()
-                    .is_some_and(|s| sim >= s.agree_threshold);
+                let agree = sim >= shadow.agree_threshold;
                 m.shadow
                     .with_label_values(&[if agree { "agree" } else { "disagree" }])
                     .inc();
@@ -119,19 +209,12 @@ pub fn spawn(state: Arc<AppState>, req: ParsedRequest, local_text: String) {
     });
 }
 
-async fn compare(
-    state: &Arc<AppState>,
-    mut req: ParsedRequest,
-    local: String,
-) -> Result<f64, String> {
-    let sh = state.shadow.as_ref().ok_or("no shadow configured")?;
-    let backend = state
+async fn compare(sh: &Shadow, mut req: ParsedRequest, local: String) -> Result<f64, String> {
+    let backend = sh
         .backends
         .get(&sh.target.backend)
         .ok_or("shadow backend missing")?;
-    let model = state
-        .model_config(&sh.target)
-        .ok_or("shadow model missing")?;
+    let model = sh.prices.model(&sh.target).ok_or("shadow model missing")?;
     // The local model answered it, so its OpenAI view is complete.
     req.native = None;
     req.stream = false;
@@ -146,23 +229,35 @@ async fn compare(
     let ReplyBody::Full { bytes, usage } = reply.body else {
         return Err("shadow reply was streamed".into());
     };
-    state
-        .metrics
+    sh.metrics
         .shadow_cost
         .inc_by(cost::to_f64(cost::cost(model, usage)));
-    let theirs = completion_text(&bytes);
-    let _permit = state
-        .triage_permits
-        .acquire()
+    let theirs = answer_text(&bytes, false);
+    let engine = sh.triager.engine().clone();
+    sh.triager
+        .off_runtime(move || {
+            let a = engine.embed(&local)?;
+            let b = engine.embed(&theirs)?;
+            Some(a.iter().zip(&b).map(|(x, y)| (x * y) as f64).sum::<f64>())
+        })
         .await
-        .map_err(|e| e.to_string())?;
-    let triage = state.triage.clone();
-    tokio::task::spawn_blocking(move || {
-        let a = triage.embed(&local)?;
-        let b = triage.embed(&theirs)?;
-        Some(a.iter().zip(&b).map(|(x, y)| (x * y) as f64).sum::<f64>())
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .ok_or_else(|| "the triage encoder cannot embed answers".to_string())
+        .flatten()
+        .ok_or_else(|| "the triage encoder cannot embed answers".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_text_of_whole_and_streamed_answers() {
+        let whole = Bytes::from_static(
+            br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"Tokyo."}}]}"#,
+        );
+        assert_eq!(answer_text(&whole, false), "Tokyo.");
+        let streamed = Bytes::from_static(
+            b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"To\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"kyo.\"}}]}\n\ndata: [DONE]\n\n",
+        );
+        assert_eq!(answer_text(&streamed, true), "Tokyo.");
+    }
 }

@@ -1,77 +1,197 @@
-//! Triage stage: score and categorise the request, off the async runtime,
-//! cached by a hash of the normalised conversation, with metrics.
+//! Triage: score the request's difficulty and name its category
+//! (`TriageResult`), for the policy to route on. A request for an explicit
+//! model is routed by name, so its score only labels the answer: it gets
+//! the quick estimate, inline. The verdict goes back on the answer as
+//! `x-slmgate-triage-score` / `x-slmgate-triage-category`.
 
-use crate::api::openai::ChatMessage;
-use crate::classifier::{features::FeatureTriage, Triage, TriageResult};
-use crate::state::AppState;
-use std::hash::{Hash, Hasher};
-use std::time::Instant;
+use super::{missing, put_header, take_ready, ResponseFuture};
+use crate::api::openai::ParsedRequest;
+use crate::classifier::serve::Triager;
+use crate::classifier::TriageResult;
+use crate::policy::Requested;
+use axum::response::Response;
+use http::Request;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower::{Layer, Service};
+use tracing::field::Empty;
+use tracing::Instrument;
 
-/// Hash of roles and whitespace-collapsed, lower-cased texts.
-pub fn cache_key(messages: &[ChatMessage]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for m in messages {
-        m.role.hash(&mut h);
-        for w in m.text.split_whitespace() {
-            for c in w.chars().flat_map(char::to_lowercase) {
-                c.hash(&mut h);
+#[derive(Clone)]
+pub struct TriageLayer {
+    triager: Arc<Triager>,
+}
+
+impl TriageLayer {
+    pub fn new(triager: Arc<Triager>) -> Self {
+        Self { triager }
+    }
+}
+
+impl<S> Layer<S> for TriageLayer {
+    type Service = TriageStage<S>;
+    fn layer(&self, inner: S) -> TriageStage<S> {
+        TriageStage {
+            inner,
+            triager: self.triager.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct TriageStage<S> {
+    inner: S,
+    triager: Arc<Triager>,
+}
+
+impl<S, B> Service<Request<B>> for TriageStage<S>
+where
+    S: Service<Request<B>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let triager = self.triager.clone();
+        let mut inner = take_ready(&mut self.inner);
+        Box::pin(async move {
+            let Some(parsed) = req.extensions().get::<ParsedRequest>() else {
+                return Ok(missing("the parsed request", "ParseLayer"));
+            };
+            let quick = req
+                .extensions()
+                .get::<Arc<Requested>>()
+                .is_some_and(|r| r.is_explicit());
+            let span = tracing::debug_span!("triage", quick, score = Empty, category = Empty);
+            let verdict = triager
+                .triage(&parsed.messages, quick)
+                .instrument(span.clone())
+                .await;
+            span.record("score", verdict.score);
+            span.record("category", verdict.category);
+            req.extensions_mut().insert(verdict.clone());
+            let Ok(mut resp) = inner.call(req).await;
+            label(&mut resp, &verdict);
+            Ok(resp)
+        })
+    }
+}
+
+fn label(resp: &mut Response, t: &TriageResult) {
+    let h = resp.headers_mut();
+    put_header(h, "x-slmgate-triage-score", &format!("{:.4}", t.score));
+    put_header(h, "x-slmgate-triage-category", t.category);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::request::chat_request;
+    use crate::classifier::{features::FeatureTriage, Triage};
+    use crate::config::TriageConfig;
+    use crate::metrics::Metrics;
+    use crate::middleware::testing::{mock_inner, never};
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    /// A scorer that says which path it took.
+    struct Marked;
+    impl Triage for Marked {
+        fn triage(&self, _: &[crate::api::openai::ChatMessage]) -> TriageResult {
+            TriageResult {
+                score: 0.9,
+                category: "math",
+                local_success: None,
             }
-            ' '.hash(&mut h);
         }
-        0u8.hash(&mut h);
+        fn triage_quick(&self, _: &[crate::api::openai::ChatMessage]) -> TriageResult {
+            TriageResult {
+                score: 0.1,
+                category: "chat",
+                local_success: None,
+            }
+        }
+        fn name(&self) -> &'static str {
+            "marked"
+        }
+        fn is_cheap(&self) -> bool {
+            false
+        }
     }
-    h.finish()
-}
 
-/// `quick`: the score only labels the response (explicit model requests), so
-/// the cheaper estimate is enough; it is not cached.
-pub async fn run(state: &AppState, messages: &[ChatMessage], quick: bool) -> TriageResult {
-    let t0 = Instant::now();
-    let m = &state.metrics;
-    // A microsecond scorer costs less than a cache lookup or a thread hop.
-    let r = if state.triage.is_cheap() {
-        state.triage.triage(messages)
-    } else if quick {
-        compute(state, messages, true).await
-    } else {
-        cached(state, messages).await
-    };
-    m.triage_duration.observe(t0.elapsed().as_secs_f64());
-    m.triage_score.observe(r.score);
-    r
-}
-
-async fn cached(state: &AppState, messages: &[ChatMessage]) -> TriageResult {
-    let key = cache_key(messages);
-    let m = &state.metrics;
-    if let Some(hit) = state.triage_cache.get(&key).await {
-        m.cache.with_label_values(&["triage", "hit"]).inc();
-        return hit;
+    fn triager(engine: Arc<dyn Triage>) -> Arc<Triager> {
+        let metrics = Arc::new(Metrics::new().unwrap());
+        Arc::new(Triager::new(engine, &TriageConfig::default(), metrics))
     }
-    m.cache.with_label_values(&["triage", "miss"]).inc();
-    let r = compute(state, messages, false).await;
-    state.triage_cache.insert(key, r.clone()).await;
-    r
-}
 
-async fn compute(state: &AppState, messages: &[ChatMessage], quick: bool) -> TriageResult {
-    let Ok(_permit) = state.triage_permits.acquire().await else {
-        return FeatureTriage.triage(messages);
-    };
-    let triage = state.triage.clone();
-    let msgs = messages.to_vec();
-    let work = move || {
-        if quick {
-            triage.triage_quick(&msgs)
-        } else {
-            triage.triage(&msgs)
+    fn parsed(prompt: &str) -> Request<()> {
+        let body =
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": prompt}]});
+        let mut r = Request::new(());
+        r.extensions_mut()
+            .insert(chat_request(body.to_string().as_bytes()).unwrap());
+        r
+    }
+
+    #[tokio::test]
+    async fn puts_the_verdict_in_the_request_and_on_the_answer() {
+        let (svc, mut handle) = mock_inner::<Request<()>>();
+        let svc = TriageLayer::new(triager(Arc::new(FeatureTriage))).layer(svc);
+        let call = tokio::spawn(svc.oneshot(parsed(
+            "Prove that there are infinitely many primes, step by step.",
+        )));
+        let (r, reply) = handle.next_request().await.unwrap();
+        let t = r
+            .extensions()
+            .get::<TriageResult>()
+            .cloned()
+            .expect("verdict");
+        assert!(t.score > 0.0 && t.score < 1.0);
+        reply.send_response(Response::new(Body::empty()));
+        let resp = call.await.unwrap().unwrap();
+        assert_eq!(
+            resp.headers()["x-slmgate-triage-score"],
+            format!("{:.4}", t.score).as_str()
+        );
+        assert_eq!(resp.headers()["x-slmgate-triage-category"], t.category);
+    }
+
+    /// Explicit models only need the label: the quick estimate.
+    #[tokio::test]
+    async fn explicit_models_get_the_quick_estimate() {
+        let p = crate::config::Policy::from_yaml(
+            "version: 1\nbackends:\n  c: { kind: openai, api_key_env: K, base_url: 'http://x', models: { m: { input_per_mtok: 0, output_per_mtok: 0 } } }\n",
+        )
+        .unwrap();
+        let routing = crate::policy::Routing::new(&p);
+        for (explicit, want) in [(true, 0.1), (false, 0.9)] {
+            let (svc, mut handle) = mock_inner::<Request<()>>();
+            let svc = TriageLayer::new(triager(Arc::new(Marked))).layer(svc);
+            let mut req = parsed("hi");
+            if explicit {
+                req.extensions_mut()
+                    .insert(routing.resolve("m").unwrap().clone());
+            }
+            let call = tokio::spawn(svc.oneshot(req));
+            let (r, reply) = handle.next_request().await.unwrap();
+            assert_eq!(r.extensions().get::<TriageResult>().unwrap().score, want);
+            reply.send_response(Response::new(Body::empty()));
+            call.await.unwrap().unwrap();
         }
-    };
-    match tokio::task::spawn_blocking(work).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "triage task failed; using features-based triage");
-            FeatureTriage.triage(messages)
-        }
+    }
+
+    #[tokio::test]
+    async fn needs_a_parsed_request() {
+        let svc = TriageLayer::new(triager(Arc::new(FeatureTriage))).layer(never::<Request<()>>());
+        let r = svc.oneshot(Request::new(())).await.unwrap();
+        assert_eq!(r.status(), 500);
     }
 }

@@ -1,8 +1,9 @@
 //! Dollar cost from token counts, in decimal arithmetic (never f64 sums).
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, Policy, Target};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
+use std::sync::Arc;
 
 /// Token usage as reported by the backend.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -32,6 +33,41 @@ pub fn savings(actual: Decimal, reference: Option<&ModelConfig>, usage: Usage) -
 /// For Prometheus counters, which are f64.
 pub fn to_f64(d: Decimal) -> f64 {
     d.to_f64().unwrap_or(0.0)
+}
+
+/// The prices of a policy's models and of its reference model.
+pub struct Prices {
+    policy: Arc<Policy>,
+    reference: Option<ModelConfig>,
+}
+
+impl Prices {
+    pub fn new(policy: Arc<Policy>) -> Prices {
+        let reference = policy
+            .reference_model
+            .as_deref()
+            .and_then(Target::parse)
+            .and_then(|r| {
+                policy
+                    .backends
+                    .get(&r.backend)?
+                    .models()
+                    .get(&r.model)
+                    .cloned()
+            });
+        Prices { policy, reference }
+    }
+
+    /// A target's prices.
+    pub fn model(&self, t: &Target) -> Option<&ModelConfig> {
+        self.policy.backends.get(&t.backend)?.models().get(&t.model)
+    }
+
+    /// What `usage` on `t` cost, and what it saved against the reference model.
+    pub fn cost(&self, t: &Target, usage: Usage) -> (Decimal, Decimal) {
+        let paid = self.model(t).map(|p| cost(p, usage)).unwrap_or_default();
+        (paid, savings(paid, self.reference.as_ref(), usage))
+    }
 }
 
 #[cfg(test)]

@@ -1,89 +1,15 @@
 //! Routing decisions as pure functions over the policy, plus cost math.
+//! Everything a decision can be is built once per policy (`Routing`): a
+//! request resolves its `model` to what it names and picks a prebuilt
+//! decision, so deciding allocates nothing.
 
 pub mod cost;
-pub mod validate;
 
-use crate::config::Policy;
+pub use crate::config::{Target, CATEGORIES};
+
+use crate::config::{Policy, Tier};
 use std::collections::HashMap;
-use std::fmt;
-
-/// Triage categories the policy may route on.
-pub const CATEGORIES: &[&str] = &[
-    "chat",
-    "extraction",
-    "classification",
-    "summarization",
-    "rewriting",
-    "creative",
-    "qa",
-    "reasoning",
-    "math",
-    "code",
-];
-
-/// A concrete `backend/model` pair.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Target {
-    pub backend: String,
-    pub model: String,
-}
-
-impl Target {
-    pub fn parse(s: &str) -> Option<Target> {
-        let (b, m) = s.split_once('/')?;
-        (!b.is_empty() && !m.is_empty()).then(|| Target {
-            backend: b.to_string(),
-            model: m.to_string(),
-        })
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.backend, self.model)
-    }
-}
-
-/// What the client asked for, resolved against the policy.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Requested {
-    /// A routing alias such as `auto`.
-    Route(String),
-    /// A configured model (by id, alias or `backend/model`).
-    Model(Target),
-}
-
-/// Client-visible ids -> what they mean. Built once per policy.
-#[derive(Debug, Clone, Default)]
-pub struct ModelIndex {
-    ids: HashMap<String, Requested>,
-}
-
-impl ModelIndex {
-    pub fn new(p: &Policy) -> Self {
-        let mut ids = HashMap::new();
-        for name in p.routes.keys() {
-            ids.insert(name.clone(), Requested::Route(name.clone()));
-        }
-        for (b, cfg) in &p.backends {
-            for (m, mc) in cfg.models() {
-                let t = Target {
-                    backend: b.clone(),
-                    model: m.clone(),
-                };
-                ids.insert(format!("{b}/{m}"), Requested::Model(t.clone()));
-                for id in std::iter::once(m).chain(mc.aliases.iter()) {
-                    ids.insert(id.clone(), Requested::Model(t.clone()));
-                }
-            }
-        }
-        Self { ids }
-    }
-
-    pub fn resolve(&self, model: &str) -> Option<&Requested> {
-        self.ids.get(model)
-    }
-}
+use std::sync::Arc;
 
 /// The policy's answer for one request.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,62 +20,115 @@ pub struct RouteDecision {
     pub targets: Vec<Target>,
 }
 
-/// Pick targets for a request. `score`/`category` come from triage.
-pub fn decide(
-    p: &Policy,
-    requested: &Requested,
-    score: f64,
-    category: &str,
-    local_success: Option<f64>,
-) -> RouteDecision {
-    let (route, primary, fallbacks): (String, Target, &[String]) = match requested {
-        Requested::Model(t) => (
-            "direct".to_string(),
-            t.clone(),
-            p.fallbacks
-                .get(&t.to_string())
-                .map(Vec::as_slice)
-                .unwrap_or(&[]),
-        ),
-        Requested::Route(name) => {
-            // validate() guarantees the route exists, has tiers and ends in a catch-all.
-            let Some(r) = p.routes.get(name) else {
-                return RouteDecision {
-                    route: name.clone(),
-                    targets: vec![],
-                };
-            };
-            let tier = r.tiers.iter().find(|t| {
-                t.min_score.is_none_or(|lo| score >= lo)
-                    && t.max_score.is_none_or(|hi| score < hi)
-                    && t.categories
-                        .as_ref()
-                        .is_none_or(|cs| cs.iter().any(|c| c == category))
-                    && t.min_local_success
-                        .is_none_or(|lo| local_success.is_some_and(|s| s >= lo))
-            });
-            let Some(tier) = tier.or(r.tiers.last()) else {
-                return RouteDecision {
-                    route: name.clone(),
-                    targets: vec![],
-                };
-            };
-            let Some(t) = Target::parse(&tier.target) else {
-                return RouteDecision {
-                    route: name.clone(),
-                    targets: vec![],
-                };
-            };
-            (format!("{name}:{}", tier.name), t, r.fallbacks.as_slice())
+/// What the client asked for, resolved against the policy.
+#[derive(Debug)]
+pub enum Requested {
+    /// A routing alias such as `auto`: its tiers, first match wins.
+    Route {
+        name: String,
+        tiers: Vec<(Tier, Arc<RouteDecision>)>,
+    },
+    /// A configured model (by id, alias or `backend/model`): routed to it,
+    /// then its fallbacks.
+    Model(Arc<RouteDecision>),
+}
+
+impl Requested {
+    /// An explicit model: the triage score only labels the answer.
+    pub fn is_explicit(&self) -> bool {
+        matches!(self, Requested::Model(_))
+    }
+
+    /// Pick the decision for a triage verdict (`score`, `category`, and the
+    /// calibrated `local_success` when a success head is loaded).
+    pub fn decide(
+        &self,
+        score: f64,
+        category: &str,
+        local_success: Option<f64>,
+    ) -> Arc<RouteDecision> {
+        match self {
+            Requested::Model(d) => d.clone(),
+            Requested::Route { name, tiers } => {
+                let hit = tiers.iter().find(|(t, _)| {
+                    t.min_score.is_none_or(|lo| score >= lo)
+                        && t.max_score.is_none_or(|hi| score < hi)
+                        && t.categories
+                            .as_ref()
+                            .is_none_or(|cs| cs.iter().any(|c| c == category))
+                        && t.min_local_success
+                            .is_none_or(|lo| local_success.is_some_and(|s| s >= lo))
+                });
+                // validate() guarantees a last tier without conditions.
+                match hit.or(tiers.last()) {
+                    Some((_, d)) => d.clone(),
+                    None => Arc::new(RouteDecision {
+                        route: name.clone(),
+                        targets: vec![],
+                    }),
+                }
+            }
         }
-    };
+    }
+}
+
+/// Client-visible ids -> what they mean, with every decision prebuilt.
+#[derive(Debug, Default)]
+pub struct Routing {
+    ids: HashMap<String, Arc<Requested>>,
+}
+
+/// The primary target then the fallbacks, without repeats.
+fn decision(route: String, primary: Target, fallbacks: &[String]) -> Arc<RouteDecision> {
     let mut targets = vec![primary];
     for f in fallbacks.iter().filter_map(|f| Target::parse(f)) {
         if !targets.contains(&f) {
             targets.push(f);
         }
     }
-    RouteDecision { route, targets }
+    Arc::new(RouteDecision { route, targets })
+}
+
+impl Routing {
+    pub fn new(p: &Policy) -> Self {
+        let mut ids = HashMap::new();
+        for (name, r) in &p.routes {
+            let tiers = r
+                .tiers
+                .iter()
+                .filter_map(|t| {
+                    let primary = Target::parse(&t.target)?;
+                    let d = decision(format!("{name}:{}", t.name), primary, &r.fallbacks);
+                    Some((t.clone(), d))
+                })
+                .collect();
+            let route = Requested::Route {
+                name: name.clone(),
+                tiers,
+            };
+            ids.insert(name.clone(), Arc::new(route));
+        }
+        for (b, cfg) in &p.backends {
+            for (m, mc) in cfg.models() {
+                let t = Target {
+                    backend: b.clone(),
+                    model: m.clone(),
+                };
+                let key = t.to_string();
+                let fallbacks = p.fallbacks.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+                let direct = Arc::new(Requested::Model(decision("direct".into(), t, fallbacks)));
+                for id in std::iter::once(m).chain(mc.aliases.iter()) {
+                    ids.insert(id.clone(), direct.clone());
+                }
+                ids.insert(key, direct);
+            }
+        }
+        Self { ids }
+    }
+
+    pub fn resolve(&self, model: &str) -> Option<&Arc<Requested>> {
+        self.ids.get(model)
+    }
 }
 
 #[cfg(test)]
@@ -185,27 +164,28 @@ fallbacks:
 
     #[test]
     fn tiers_pick_in_order() {
-        let p = policy();
-        let auto = Requested::Route("auto".into());
-        let d = decide(&p, &auto, 0.2, "chat", None);
+        let routing = Routing::new(&policy());
+        let auto = routing.resolve("auto").expect("route");
+        assert!(!auto.is_explicit());
+        let d = auto.decide(0.2, "chat", None);
         assert_eq!(d.route, "auto:simple");
         assert_eq!(d.targets[0].to_string(), "cloud/small");
         assert_eq!(d.targets.len(), 2, "fallbacks deduplicated: {d:?}");
-        assert_eq!(decide(&p, &auto, 0.4, "code", None).route, "auto:code");
-        assert_eq!(decide(&p, &auto, 0.2, "code", None).route, "auto:simple");
-        assert_eq!(decide(&p, &auto, 0.5, "qa", None).route, "auto:hard");
+        assert_eq!(auto.decide(0.4, "code", None).route, "auto:code");
+        assert_eq!(auto.decide(0.2, "code", None).route, "auto:simple");
+        assert_eq!(auto.decide(0.5, "qa", None).route, "auto:hard");
     }
 
     #[test]
     fn explicit_models_use_index_and_fallbacks() {
-        let p = policy();
-        let idx = ModelIndex::new(&p);
-        let r = idx.resolve("mini").expect("alias").clone();
-        let d = decide(&p, &r, 0.9, "math", None);
+        let idx = Routing::new(&policy());
+        let r = idx.resolve("mini").expect("alias");
+        assert!(r.is_explicit());
+        let d = r.decide(0.9, "math", None);
         assert_eq!(d.route, "direct");
         assert_eq!(d.targets[0].model, "small");
-        let big = idx.resolve("cloud/big").expect("qualified").clone();
-        let d = decide(&p, &big, 0.0, "chat", None);
+        let big = idx.resolve("cloud/big").expect("qualified");
+        let d = big.decide(0.0, "chat", None);
         assert_eq!(
             d.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
             ["cloud/big", "cloud/small"]
@@ -216,8 +196,8 @@ fallbacks:
     proptest! {
         #[test]
         fn every_score_finds_a_target(score in 0.0f64..=1.0, cat in 0usize..CATEGORIES.len()) {
-            let p = policy();
-            let d = decide(&p, &Requested::Route("auto".into()), score, CATEGORIES[cat], None);
+            let routing = Routing::new(&policy());
+            let d = routing.resolve("auto").expect("route").decide(score, CATEGORIES[cat], None);
             prop_assert!(!d.targets.is_empty());
             let mut seen = std::collections::HashSet::new();
             prop_assert!(d.targets.iter().all(|t| seen.insert(t.clone())));

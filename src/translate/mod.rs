@@ -8,40 +8,40 @@
 pub mod to_anthropic;
 pub mod to_openai;
 
+use crate::api::type_name;
 use crate::error::GatewayError;
-use crate::middleware::parse::type_name;
 use serde_json::{Map, Value};
 
 /// A stream translator: feed each event's `data:` payload, then `finish`
-/// when the upstream stream has ended.
+/// when the upstream stream has ended. Failures (an upstream error event, a
+/// stream cut off before its end) come back as errors, which the caller
+/// renders in its client's format.
 pub trait StreamTranslate: Send + 'static {
-    fn push(&mut self, data: &str) -> Vec<bytes::Bytes>;
-    fn finish(&mut self) -> Vec<bytes::Bytes>;
+    fn push(&mut self, data: &str) -> Result<Vec<bytes::Bytes>, GatewayError>;
+    fn finish(&mut self) -> Result<Vec<bytes::Bytes>, GatewayError>;
 }
 
 impl StreamTranslate for to_anthropic::StreamTranslator {
-    fn push(&mut self, data: &str) -> Vec<bytes::Bytes> {
+    fn push(&mut self, data: &str) -> Result<Vec<bytes::Bytes>, GatewayError> {
         to_anthropic::StreamTranslator::push(self, data)
     }
-    fn finish(&mut self) -> Vec<bytes::Bytes> {
+    fn finish(&mut self) -> Result<Vec<bytes::Bytes>, GatewayError> {
         to_anthropic::StreamTranslator::finish(self)
     }
 }
 
 impl StreamTranslate for to_openai::StreamTranslator {
-    fn push(&mut self, data: &str) -> Vec<bytes::Bytes> {
+    fn push(&mut self, data: &str) -> Result<Vec<bytes::Bytes>, GatewayError> {
         to_openai::StreamTranslator::push(self, data)
     }
     /// An upstream that ended without `message_stop` broke off.
-    fn finish(&mut self) -> Vec<bytes::Bytes> {
-        if self.finished {
-            return vec![];
+    fn finish(&mut self) -> Result<Vec<bytes::Bytes>, GatewayError> {
+        if std::mem::replace(&mut self.finished, true) {
+            return Ok(vec![]);
         }
-        self.finished = true;
-        vec![crate::backend::http::error_event(
-            "the upstream stream ended early",
-            "upstream_failed",
-        )]
+        Err(GatewayError::UpstreamFailed(
+            "the upstream stream ended early".into(),
+        ))
     }
 }
 
@@ -67,12 +67,12 @@ pub fn finish_reason(stop: &str) -> &'static str {
 
 /// `data:`-only SSE event (OpenAI streams).
 pub fn data_event(v: &Value) -> bytes::Bytes {
-    bytes::Bytes::from(format!("data: {v}\n\n"))
+    crate::api::sse::data_event(&v.to_string())
 }
 
 /// Named SSE event (Anthropic streams).
 pub fn named_event(name: &str, v: &Value) -> bytes::Bytes {
-    bytes::Bytes::from(format!("event: {name}\ndata: {v}\n\n"))
+    crate::api::sse::named_event(name, &v.to_string())
 }
 
 fn bad(param: &str, msg: impl Into<String>) -> GatewayError {

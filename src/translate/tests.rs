@@ -2,7 +2,7 @@
 //! and streams (proptest), plus the cases that only go one way.
 
 use super::{to_anthropic, to_openai};
-use crate::backend::sse::{event_data, EventSplitter};
+use crate::api::sse::{event_data, EventSplitter};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
@@ -276,15 +276,15 @@ proptest! {
         let mut out = Vec::new();
         for (name, data) in anthropic_events(&m, &cuts) {
             let wire = format!("event: {name}\ndata: {data}\n\n");
-            for chunk in up.push(&event_data(wire.as_bytes()).unwrap_or_default()) {
+            for chunk in up.push(&event_data(wire.as_bytes()).unwrap_or_default()).unwrap() {
                 let mut s = EventSplitter::default();
                 for ev in s.push(&chunk) {
-                    out.extend(down.push(&event_data(&ev).unwrap_or_default()));
+                    out.extend(down.push(&event_data(&ev).unwrap_or_default()).unwrap());
                 }
             }
         }
         prop_assert!(up.finished);
-        out.extend(down.finish());
+        out.extend(down.finish().unwrap());
         prop_assert_eq!(accumulate(&out), m);
     }
 }
@@ -374,9 +374,12 @@ fn anthropic_only_blocks_are_flagged_not_dropped_silently() {
 #[test]
 fn a_cut_off_openai_stream_is_an_error_for_anthropic_clients() {
     let mut t = to_anthropic::StreamTranslator::default();
-    let mut out = t.push(r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"Par"},"finish_reason":null}]}"#);
-    out.extend(t.finish());
-    let last = String::from_utf8_lossy(out.last().map(|b| b.as_ref()).unwrap_or(b"")).to_string();
+    let out = t.push(r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"Par"},"finish_reason":null}]}"#).unwrap();
+    let end = t.finish();
+    let e = end.expect_err("a cut-off stream is an error, never a whole answer");
+    assert_eq!(e.status(), 502);
+    let last =
+        String::from_utf8_lossy(&e.stream_event(crate::api::ApiFormat::Anthropic)).to_string();
     assert!(last.starts_with("event: error\n"), "{last}");
     assert!(!out
         .iter()
@@ -384,40 +387,25 @@ fn a_cut_off_openai_stream_is_an_error_for_anthropic_clients() {
 }
 
 #[test]
-fn errors_map_between_shapes() {
-    let a = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
-    let o = to_openai::error_from_anthropic(529, a);
-    assert_eq!(o["error"]["message"], "Overloaded");
-    assert_eq!(o["error"]["type"], "overloaded_error");
-    let o = br#"{"error":{"message":"bad model","type":"invalid_request_error","code":null}}"#;
-    let a = to_anthropic::error_from_openai(404, o);
-    assert_eq!(
-        a,
-        json!({"type": "error", "error": {"type": "not_found_error", "message": "bad model"}})
-    );
-    for (s, t) in [
-        (400, "invalid_request_error"),
-        (401, "authentication_error"),
-        (403, "permission_error"),
-        (413, "request_too_large"),
-        (429, "rate_limit_error"),
-        (500, "api_error"),
-        (503, "overloaded_error"),
-        (529, "overloaded_error"),
-    ] {
-        assert_eq!(to_anthropic::error_type(s), t, "{s}");
-    }
+fn openai_stream_error_becomes_an_anthropic_error_event() {
+    let mut t = to_anthropic::StreamTranslator::default();
+    t.push(r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#).unwrap();
+    let e = t
+        .push(r#"{"error":{"message":"backend `x` stream timed out","type":"timeout_error","code":"upstream_timeout"}}"#)
+        .expect_err("an error chunk is the upstream's failure");
+    assert!(t.finish().unwrap().is_empty(), "nothing after the error");
+    let last =
+        String::from_utf8_lossy(&e.stream_event(crate::api::ApiFormat::Anthropic)).to_string();
+    assert!(last.starts_with("event: error\n"), "{last}");
+    assert!(last.contains("timeout_error"), "{last}");
 }
 
 #[test]
-fn openai_stream_error_becomes_an_anthropic_error_event() {
-    let mut t = to_anthropic::StreamTranslator::default();
-    let mut out = t.push(r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#);
-    out.extend(t.push(r#"{"error":{"message":"backend `x` stream timed out","type":"upstream_error","code":"upstream_timeout"}}"#));
-    out.extend(t.finish());
-    let last = std::str::from_utf8(out.last().map(|b| b.as_ref()).unwrap_or(b""))
-        .unwrap_or("")
-        .to_string();
-    assert!(last.starts_with("event: error\n"), "{last}");
-    assert!(last.contains("timeout_error"), "{last}");
+fn anthropic_stream_error_is_the_upstreams_failure() {
+    let mut t = to_openai::StreamTranslator::new(false);
+    let e = t
+        .push(r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#)
+        .expect_err("an error event is the upstream's failure");
+    assert_eq!(e.status(), 503);
+    assert!(e.to_string().contains("Overloaded"), "{e}");
 }

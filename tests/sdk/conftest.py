@@ -9,7 +9,10 @@
   ``/readyz`` and stops it again at teardown.
 
 The binary is taken from ``$SLMGATE_BIN`` (default ``target/debug/slmgate``);
-the tests are skipped when it does not exist.
+the tests are skipped when it does not exist, and the local-model tests when the
+model has not been fetched. Under CI (``$CI`` set to ``true``/``1``/``yes``)
+every skip is a failure instead: a run that silently tested nothing must not
+pass green (see ``pytest_runtest_makereport`` below).
 """
 
 from __future__ import annotations
@@ -54,6 +57,49 @@ MOCK_TOOL_INPUT = {"city": "Paris"}
 MOCK_OPENAI_TOOL_CALL_ID = "call_mock1"
 MOCK_ANTHROPIC_TOOL_USE_ID = "toolu_mock1"
 ANTHROPIC_VERSION = "2023-06-01"
+
+
+def under_ci() -> bool:
+    """True when ``$CI`` says so (``true``, ``1`` or ``yes``, any case)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def skip_or_fail(reason: str) -> None:
+    """``pytest.skip(reason)`` locally; ``pytest.fail`` under CI."""
+    if under_ci():
+        pytest.fail(f"CI={os.environ.get('CI')}: would have skipped: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _skip_reason(longrepr: Any) -> str:
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:  # (path, lineno, "Skipped: ...")
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Under CI, a skipped test (setup or call: a missing binary or model,
+    whichever module raised the skip) is reported as failed. Expected failures
+    (xfail) are left alone."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and under_ci() and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = (
+            f"CI={os.environ.get('CI')}: a skip counts as a failure under CI "
+            f"(a missing binary or model would mean part of the suite never ran): {_skip_reason(report.longrepr)}"
+        )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    """The same for a module skipped at import time (``pytest.skip(allow_module_level=True)``)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and under_ci():
+        report.outcome = "failed"
+        report.longrepr = f"CI={os.environ.get('CI')}: skipped module counts as a failure: {_skip_reason(report.longrepr)}"
 
 
 def gateway_bin() -> Path:
@@ -579,7 +625,7 @@ def gateway_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callab
     """
     binary = gateway_bin()
     if not (binary.is_file() and os.access(binary, os.X_OK)):
-        pytest.skip(f"slmgate binary not found at {binary} (run `cargo build` or set SLMGATE_BIN)")
+        skip_or_fail(f"slmgate binary not found at {binary} (run `cargo build` or set SLMGATE_BIN)")
 
     started: list[Gateway] = []
     logs = tmp_path_factory.mktemp("gateway-logs")

@@ -72,30 +72,13 @@ fn main() {
     }
 }
 
+// slmgate patch (vendor/PATCHES.md, patches/0003-build-no-git.patch): upstream
+// runs `git rev-parse HEAD` and watches `.git/HEAD` relative to this crate.
+// Vendored inside another repository, `.git/HEAD` does not exist here, so
+// cargo re-ran this script (and recompiled the whole crate) on every cargo
+// invocation, and `git rev-parse` picked up the *embedding* repository's
+// commit, forcing a rebuild after every commit. The revision is the release.
 fn set_git_revision() {
-    let commit = std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()
-        .and_then(|output| {
-            if output.status.success() {
-                String::from_utf8(output.stdout).ok()
-            } else {
-                None
-            }
-        })
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".to_string());
-
-    println!("cargo:rustc-env=MISTRALRS_GIT_REVISION={commit}");
-    println!("cargo:rerun-if-changed=.git/HEAD");
-    if let Ok(head) = std::fs::read_to_string(".git/HEAD") {
-        if let Some(ref_path) = head.strip_prefix("ref:") {
-            let ref_path = ref_path.trim();
-            if !ref_path.is_empty() {
-                println!("cargo:rerun-if-changed=.git/{}", ref_path);
-            }
-        }
-    }
+    println!("cargo:rustc-env=MISTRALRS_GIT_REVISION=v0.8.1-slmgate");
+    println!("cargo:rerun-if-changed=build.rs");
 }

@@ -1,8 +1,7 @@
 //! Cross-field checks on a parsed policy. Every message names the field and
 //! says how to fix it.
 
-use crate::config::{BackendConfig, Policy};
-use crate::policy::{Target, CATEGORIES};
+use super::{BackendConfig, Policy, Target, TriageKind, CATEGORIES};
 use std::collections::BTreeMap;
 
 pub fn validate(p: &Policy) -> Result<(), String> {
@@ -75,8 +74,7 @@ pub fn validate(p: &Policy) -> Result<(), String> {
             let f = format!("routes.{rname}.tiers[{i}]");
             check_target(&format!("{f}.target"), &t.target, &mut errors);
             if t.min_local_success.is_some()
-                && (p.triage.kind != crate::config::TriageKind::Model
-                    || p.triage.local_success_head.is_none())
+                && (p.triage.kind != TriageKind::Model || p.triage.local_success_head.is_none())
             {
                 errors.push(format!(
                     "`{f}.min_local_success`: needs `triage: {{kind: model, local_success_head: FILE}}` (FILE from `slmgate calibrate --head-out`)"
@@ -140,7 +138,7 @@ pub fn validate(p: &Policy) -> Result<(), String> {
         if s.max_in_flight == 0 {
             errors.push("`shadow.max_in_flight`: must be >= 1".into());
         }
-        if p.triage.kind != crate::config::TriageKind::Model {
+        if p.triage.kind != TriageKind::Model {
             errors.push(
                 "`shadow`: comparing answers needs the MiniLM encoder: set `triage: {kind: model}`"
                     .into(),

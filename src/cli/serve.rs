@@ -1,4 +1,5 @@
-//! Command implementations behind `main.rs`'s clap definitions.
+//! `slmgate serve | check | models fetch`, and what they share: loading the
+//! policy and fetching missing default models.
 
 use crate::config::{BackendConfig, Policy};
 use crate::state::{models_dir, AppState, StateOptions};
@@ -15,7 +16,7 @@ pub fn load_policy(path: Option<&Path>) -> Result<Policy, String> {
 }
 
 /// Fetch missing default models when the policy needs them (first start).
-fn ensure_models(policy: &Policy, dir: &Path) -> Result<(), String> {
+pub(super) fn ensure_models(policy: &Policy, dir: &Path) -> Result<(), String> {
     let mut missing_fetchable = false;
     for (name, b) in &policy.backends {
         if let BackendConfig::Local(c) = b {
@@ -88,7 +89,8 @@ pub async fn serve(policy_path: Option<PathBuf>, listen: SocketAddr) -> Result<(
             }
         }
     });
-    crate::server::serve(listener, crate::app(state), grace)
+    let app = crate::gateway::Gateway::from_state(state).router();
+    crate::server::serve(listener, app, grace)
         .await
         .map_err(|e| format!("server error: {e}"))
 }
@@ -110,17 +112,4 @@ pub fn models_fetch(dir: Option<PathBuf>) -> Result<(), String> {
     crate::fetch::fetch_all(&dir, false)?;
     eprintln!("models ready in {}", dir.display());
     Ok(())
-}
-
-pub async fn calibrate(
-    policy_path: Option<PathBuf>,
-    opts: &crate::calibrate::run::Options,
-    head_out: Option<&Path>,
-    target_accuracy: f64,
-    json: bool,
-) -> Result<(), String> {
-    let policy = load_policy(policy_path.as_deref())?;
-    let state_opts = StateOptions::from_process();
-    ensure_models(&policy, &state_opts.models_dir)?;
-    crate::calibrate::run::command(&policy, state_opts, opts, head_out, target_accuracy, json).await
 }

@@ -5,7 +5,7 @@ use crate::classifier::features::FeatureTriage;
 use crate::classifier::model::ModelTriage;
 use crate::classifier::train::{fit, read_jsonl, Example};
 use crate::classifier::{Triage, TriageResult};
-use crate::policy::CATEGORIES;
+use crate::config::CATEGORIES;
 use crate::state::{models_dir, AppState, StateOptions};
 use serde_json::Value;
 use std::io::Write;
@@ -54,7 +54,7 @@ fn percentile(v: &[f64], q: f64) -> f64 {
 }
 
 pub async fn triage(policy: Option<PathBuf>, prompt: String, json: bool) -> Result<(), String> {
-    let policy = crate::cli::load_policy(policy.as_deref())?;
+    let policy = super::serve::load_policy(policy.as_deref())?;
     let opts = StateOptions {
         start_local: false,
         ..StateOptions::from_process()
@@ -64,9 +64,13 @@ pub async fn triage(policy: Option<PathBuf>, prompt: String, json: bool) -> Resu
         role: "user".into(),
         text: prompt,
     }];
-    let v = crate::handlers::explain(&state, &msgs, "auto")
-        .await
-        .map_err(|e| e.to_string())?;
+    let requested = state
+        .routing
+        .resolve("auto")
+        .ok_or("the policy has no `auto` route")?;
+    let verdict = state.triage.triage(&msgs, requested.is_explicit()).await;
+    let decision = crate::middleware::decide::decide(requested, &verdict);
+    let v = crate::dry_run::explain(&verdict, &decision, state.triage.name());
     if json {
         let mut out = serde_json::json!({"score": v["score"], "category": v["category"], "route": v["route"], "target": v["target"]});
         if !v["local_success"].is_null() {

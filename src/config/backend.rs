@@ -1,85 +1,9 @@
-//! Strict YAML policy structs. Parsing rejects unknown fields; `validate()`
-//! then checks cross references and returns messages that name the field and
-//! the fix. Nothing here touches the environment or the network.
+//! Backend sections of a policy: where each backend is, how to reach it, and
+//! the models (with prices) it serves.
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
-use std::path::Path;
-
-/// The policy compiled into the binary (`policies/default.yaml`).
-pub const DEFAULT_POLICY: &str = include_str!("../policies/default.yaml");
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Policy {
-    pub version: u32,
-    #[serde(default)]
-    pub server: ServerConfig,
-    pub backends: BTreeMap<String, BackendConfig>,
-    /// `backend/model` whose price is "what always-cloud would have cost".
-    pub reference_model: Option<String>,
-    #[serde(default)]
-    pub triage: TriageConfig,
-    #[serde(default)]
-    pub routes: BTreeMap<String, RouteConfig>,
-    /// Per-target fallbacks for explicit model requests: `backend/model -> [backend/model]`.
-    #[serde(default)]
-    pub fallbacks: BTreeMap<String, Vec<String>>,
-    /// Send a share of locally answered requests to a cloud model as well
-    /// (off the request path) and export how often the answers agree.
-    pub shadow: Option<ShadowConfig>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShadowConfig {
-    /// Share of locally answered requests sampled, in [0, 1].
-    pub sample_rate: f64,
-    /// `backend/model` to compare against; default `reference_model`.
-    pub target: Option<String>,
-    /// Shadow calls in flight at once; samples beyond it are skipped.
-    #[serde(default = "default_shadow_in_flight")]
-    pub max_in_flight: usize,
-    /// Answers whose embedding cosine similarity reaches this agree.
-    #[serde(default = "default_agree_threshold")]
-    pub agree_threshold: f64,
-}
-
-fn default_shadow_in_flight() -> usize {
-    4
-}
-fn default_agree_threshold() -> f64 {
-    0.8
-}
-
-impl ShadowConfig {
-    /// The target to shadow with (validated to exist).
-    pub fn target<'a>(&'a self, p: &'a Policy) -> Option<&'a str> {
-        self.target.as_deref().or(p.reference_model.as_deref())
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    /// Request bodies above this size get a 413.
-    pub max_body_bytes: usize,
-    /// How long in-flight requests may run on after SIGTERM/ctrl-c.
-    pub shutdown_grace_secs: u64,
-    /// Log prompt text at debug level (off by default: prompts are user data).
-    pub log_prompts: bool,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            max_body_bytes: 8 * 1024 * 1024,
-            shutdown_grace_secs: 30,
-            log_prompts: false,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -318,80 +242,6 @@ impl Default for Retries {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct TriageConfig {
-    pub kind: TriageKind,
-    /// MiniLM files (`model.safetensors`, `tokenizer.json`, `config.json`);
-    /// relative paths resolve against the models dir. Default `minilm`.
-    pub encoder_dir: String,
-    /// Triage results cached by a hash of the normalised conversation.
-    pub cache_size: u64,
-    pub cache_ttl_secs: u64,
-    /// Encoder runs at once, on the blocking pool (never on the async workers).
-    pub max_concurrency: usize,
-    /// Success head written by `slmgate calibrate --head-out`; a relative path
-    /// is looked up next to the policy file first, then in the models dir.
-    /// Enables `min_local_success` tiers.
-    pub local_success_head: Option<String>,
-}
-
-impl Default for TriageConfig {
-    fn default() -> Self {
-        Self {
-            kind: TriageKind::Features,
-            encoder_dir: "minilm".into(),
-            cache_size: 10_000,
-            cache_ttl_secs: 3_600,
-            max_concurrency: 2,
-            local_success_head: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum TriageKind {
-    /// Transparent features-based scorer (length, code, math, question words).
-    #[default]
-    Features,
-    /// all-MiniLM-L6-v2 embeddings + the trained head (`src/classifier/head.json`).
-    Model,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    pub tiers: Vec<Tier>,
-    #[serde(default)]
-    pub fallbacks: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Tier {
-    pub name: String,
-    /// Tier applies when `min_score <= score`.
-    pub min_score: Option<f64>,
-    /// Tier applies when `score < max_score`.
-    pub max_score: Option<f64>,
-    /// Tier applies when the triage category is one of these.
-    pub categories: Option<Vec<String>>,
-    /// Tier applies when the calibrated `P(local succeeds)` is at least this
-    /// (needs `triage.local_success_head`).
-    pub min_local_success: Option<f64>,
-    pub target: String,
-}
-
-impl Tier {
-    pub fn is_catch_all(&self) -> bool {
-        self.min_score.is_none()
-            && self.max_score.is_none()
-            && self.categories.is_none()
-            && self.min_local_success.is_none()
-    }
-}
-
 fn de_price<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -408,33 +258,4 @@ fn de_price<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
     };
     text.parse::<Decimal>()
         .map_err(|e| serde::de::Error::custom(format!("price `{text}` is not a decimal: {e}")))
-}
-
-impl Policy {
-    /// Parse YAML strictly and validate it.
-    pub fn from_yaml(text: &str) -> Result<Policy, String> {
-        let policy: Policy =
-            serde_yaml::from_str(text).map_err(|e| format!("policy does not parse: {e}"))?;
-        crate::policy::validate::validate(&policy)?;
-        Ok(policy)
-    }
-
-    pub fn from_file(path: &Path) -> Result<Policy, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read policy file {}: {e}", path.display()))?;
-        let mut p = Self::from_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        // A success head shipped next to its policy file is found there.
-        if let (Some(h), Some(dir)) = (&p.triage.local_success_head, path.parent()) {
-            let beside = dir.join(h);
-            if Path::new(h).is_relative() && beside.exists() {
-                let abs = std::path::absolute(&beside).unwrap_or(beside);
-                p.triage.local_success_head = Some(abs.display().to_string());
-            }
-        }
-        Ok(p)
-    }
-
-    pub fn embedded_default() -> Result<Policy, String> {
-        Self::from_yaml(DEFAULT_POLICY)
-    }
 }

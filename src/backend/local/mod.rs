@@ -1,0 +1,301 @@
+//! The local backend: a quantized GGUF model served in-process by mistral.rs.
+//!
+//! - Loads once, in the background; `/readyz` waits for it.
+//! - A bounded admission count (`max_queue`) answers 429 + Retry-After (or
+//!   falls back, per policy) instead of piling up work; mistral.rs batches
+//!   what is admitted (`max_batch`).
+//! - Every request runs on mistral.rs's *streaming* API, drained promptly
+//!   into our own channel: a slow client never stalls the engine, and a
+//!   client that goes away drops the stream, which cancels the sequence.
+//!   (Dropping a non-streaming mistral.rs request mid-flight does not cancel
+//!   it and can crash the engine thread, so we never use that API.)
+
+mod engine;
+mod reply;
+
+use super::{BackendReply, DispatchError, ReplyBody, UsageCell};
+use crate::api::openai::ParsedRequest;
+use crate::config::{LocalConfig, Overflow};
+use crate::error::GatewayError;
+use crate::metrics::Metrics;
+use engine::{budget, build_request, spawn_engine, warm_up, Event, Events};
+use mistralrs::{GgufModelBuilder, Model, TokenSource};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+#[derive(Clone)]
+enum LoadState {
+    Loading,
+    Ready(Arc<Loaded>),
+    Failed(String),
+}
+
+struct Loaded {
+    model: Model,
+    /// The model's context length, when the GGUF states it.
+    ctx: Option<usize>,
+}
+
+pub struct LocalBackend {
+    name: String,
+    path: PathBuf,
+    cfg: LocalConfig,
+    state: watch::Receiver<LoadState>,
+    inflight: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+}
+
+/// Resolve a policy's GGUF path against the models dir.
+pub fn resolve_gguf(gguf: &str, models_dir: &Path) -> PathBuf {
+    let p = Path::new(gguf);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        models_dir.join(p)
+    }
+}
+
+/// Cheap sanity check before the (slow) load: present, a file, GGUF magic.
+pub fn check_gguf(path: &Path) -> Result<(), String> {
+    use std::io::Read;
+    let hint = "run `slmgate models fetch` (or point the policy's `gguf` at an existing file)";
+    let mut f = std::fs::File::open(path).map_err(|e| {
+        format!(
+            "GGUF file {} cannot be opened ({e}); {hint}",
+            path.display()
+        )
+    })?;
+    let mut magic = [0u8; 4];
+    f.read_exact(&mut magic)
+        .map_err(|_| format!("GGUF file {} is truncated; {hint}", path.display()))?;
+    if &magic != b"GGUF" {
+        return Err(format!(
+            "{} is not a GGUF file (bad magic); {hint}",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Holds one admission slot; released on drop (end of generation or client gone).
+struct Slot {
+    inflight: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.inflight.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.local_queue_depth.dec();
+    }
+}
+
+impl LocalBackend {
+    /// Check the file now and start loading it in the background.
+    pub fn start(
+        name: &str,
+        cfg: &LocalConfig,
+        models_dir: &Path,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, String> {
+        let path = resolve_gguf(&cfg.gguf, models_dir);
+        check_gguf(&path).map_err(|e| format!("backend `{name}`: {e}"))?;
+        let (tx, rx) = watch::channel(LoadState::Loading);
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let file = path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (max_batch, prefix_cache) = (cfg.max_batch, cfg.prefix_cache);
+        let (bname, shown) = (name.to_string(), path.display().to_string());
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            // mistral.rs treats a model id that is not an existing directory as a
+            // hub id: always hand it the absolute directory, checked above.
+            let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+            let builder = GgufModelBuilder::new(dir.to_string_lossy(), vec![file])
+                .with_token_source(TokenSource::None)
+                .with_force_cpu()
+                .with_max_num_seqs(max_batch)
+                .with_prefix_cache_n((prefix_cache > 0).then_some(prefix_cache));
+            // Some malformed files panic inside the loader: contain it in a task.
+            let state = match tokio::spawn(async move { builder.build().await }).await {
+                Ok(Ok(model)) => {
+                    let ctx = model.max_sequence_length().ok().flatten();
+                    warm_up(&model).await;
+                    tracing::info!(backend = %bname, file = %shown, ctx, secs = t0.elapsed().as_secs_f64(), "local model loaded");
+                    LoadState::Ready(Arc::new(Loaded { model, ctx }))
+                }
+                Ok(Err(e)) => LoadState::Failed(format!("loading {shown} failed: {e}")),
+                Err(e) => LoadState::Failed(format!("loading {shown} crashed: {e}")),
+            };
+            if let LoadState::Failed(e) = &state {
+                tracing::error!(backend = %bname, error = %e, "local model failed to load");
+            }
+            let _ = tx.send(state);
+        });
+        Ok(Self {
+            name: name.to_string(),
+            path,
+            cfg: cfg.clone(),
+            state: rx,
+            inflight: Arc::new(AtomicUsize::new(0)),
+            metrics,
+        })
+    }
+
+    pub fn ready(&self) -> Result<(), String> {
+        match &*self.state.borrow() {
+            LoadState::Ready(_) => Ok(()),
+            LoadState::Loading => Err(format!("loading {}", self.path.display())),
+            LoadState::Failed(e) => Err(e.clone()),
+        }
+    }
+
+    pub async fn wait_loaded(&self) -> Result<(), String> {
+        let mut rx = self.state.clone();
+        let state = rx
+            .wait_for(|s| !matches!(s, LoadState::Loading))
+            .await
+            .map_err(|_| "loader task ended".to_string())?
+            .clone();
+        match state {
+            LoadState::Failed(e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn loaded(&self) -> Result<Arc<Loaded>, DispatchError> {
+        match &*self.state.borrow() {
+            LoadState::Ready(l) => Ok(l.clone()),
+            LoadState::Loading => Err(DispatchError::retryable(
+                "loading",
+                GatewayError::BackendUnavailable(format!(
+                    "local backend `{}` is still loading its model",
+                    self.name
+                )),
+            )),
+            LoadState::Failed(e) => Err(DispatchError::retryable(
+                "unavailable",
+                GatewayError::BackendUnavailable(format!(
+                    "local backend `{}` is unavailable: {e}",
+                    self.name
+                )),
+            )),
+        }
+    }
+
+    pub fn availability(&self) -> Result<(), DispatchError> {
+        self.loaded().map(|_| ())
+    }
+
+    fn unsupported(&self, req: &ParsedRequest) -> Result<(), DispatchError> {
+        let what = if req.has_tools {
+            Some("`tools`/`functions` (the local model cannot call tools)")
+        } else if req.n > 1 {
+            Some("`n` > 1")
+        } else if req.logprobs {
+            Some("`logprobs`")
+        } else {
+            None
+        };
+        match what {
+            None => Ok(()),
+            Some(w) => Err(DispatchError {
+                reason: "unsupported",
+                error: GatewayError::Unsupported(format!(
+                    "local backend `{}` does not support {w}",
+                    self.name
+                )),
+                fallback_ok: self.cfg.on_unsupported == Overflow::Fallback,
+            }),
+        }
+    }
+
+    fn admit(&self) -> Result<Slot, DispatchError> {
+        let prev = self.inflight.fetch_add(1, Ordering::AcqRel);
+        self.metrics.local_queue_depth.inc();
+        let slot = Slot {
+            inflight: self.inflight.clone(),
+            metrics: self.metrics.clone(),
+        };
+        if prev >= self.cfg.max_queue {
+            drop(slot);
+            return Err(DispatchError {
+                reason: "queue_full",
+                error: GatewayError::QueueFull {
+                    message: format!(
+                        "local backend `{}` is at capacity ({} requests admitted); retry shortly",
+                        self.name, self.cfg.max_queue
+                    ),
+                    retry_after: Duration::from_secs(self.cfg.retry_after_secs),
+                },
+                fallback_ok: self.cfg.on_full == Overflow::Fallback,
+            });
+        }
+        Ok(slot)
+    }
+
+    pub async fn chat(
+        &self,
+        req: &ParsedRequest,
+        model_id: &str,
+    ) -> Result<BackendReply, DispatchError> {
+        let loaded = self.loaded()?;
+        self.unsupported(req)?;
+        let slot = self.admit()?;
+        let started = Instant::now();
+        let max_len = budget(&loaded, req, self.cfg.default_max_tokens).await?;
+        let request = build_request(req, max_len);
+        let mut events = Events {
+            peeked: None,
+            rx: spawn_engine(loaded, request),
+        };
+        // Wait for the first event so request errors still get a proper status.
+        match events.next().await {
+            Event::Invalid(m) => {
+                return Err(DispatchError::fatal(
+                    "invalid",
+                    GatewayError::invalid("messages", m),
+                ));
+            }
+            Event::Failed(m) => {
+                return Err(DispatchError::retryable(
+                    "model_error",
+                    GatewayError::UpstreamFailed(format!("local model failed: {m}")),
+                ));
+            }
+            e => events.peeked = Some(e),
+        }
+        let id = format!("chatcmpl-{:016x}", rand::random::<u64>());
+        if req.stream {
+            let usage = Arc::new(UsageCell::default());
+            let events = reply::stream(events, slot, req, id, model_id.to_string(), usage.clone());
+            return Ok(BackendReply {
+                format: crate::api::ApiFormat::OpenAi,
+                body: ReplyBody::Stream { events, usage },
+                upstream_wait: started.elapsed(),
+            });
+        }
+        let (bytes, usage) = reply::whole(&mut events, req, id, model_id, &self.name)
+            .await
+            .map_err(|m| {
+                DispatchError::retryable(
+                    "model_error",
+                    GatewayError::UpstreamFailed(format!("local model failed: {m}")),
+                )
+            })?;
+        drop(slot);
+        Ok(BackendReply {
+            format: crate::api::ApiFormat::OpenAi,
+            body: ReplyBody::Full { bytes, usage },
+            upstream_wait: started.elapsed(),
+        })
+    }
+}

@@ -1,0 +1,156 @@
+//! Read the body: only JSON (415 otherwise), at most the policy's
+//! `server.max_body_bytes` (413, checked against `Content-Length` before a
+//! byte is read and again while reading). The stages below get the whole
+//! body as `Bytes`.
+
+use super::{take_ready, ResponseFuture};
+use crate::error::GatewayError;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{header, HeaderMap};
+use http_body_util::BodyExt;
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+use tower::{Layer, Service};
+
+#[derive(Debug, Clone, Copy)]
+pub struct ReadBodyLayer {
+    limit: usize,
+}
+
+impl ReadBodyLayer {
+    /// Bodies above `limit` bytes are refused.
+    pub fn new(limit: usize) -> Self {
+        Self { limit }
+    }
+}
+
+impl<S> Layer<S> for ReadBodyLayer {
+    type Service = ReadBody<S>;
+    fn layer(&self, inner: S) -> ReadBody<S> {
+        ReadBody {
+            inner,
+            limit: self.limit,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ReadBody<S> {
+    inner: S,
+    limit: usize,
+}
+
+impl<S> Service<Request> for ReadBody<S>
+where
+    S: Service<Request<Bytes>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let limit = self.limit;
+        let mut inner = take_ready(&mut self.inner);
+        Box::pin(async move {
+            match read(req, limit).await {
+                Ok(req) => inner.call(req).await,
+                Err(e) => Ok(e.into_response()),
+            }
+        })
+    }
+}
+
+/// The request with its whole body.
+pub async fn read(req: Request, limit: usize) -> Result<Request<Bytes>, GatewayError> {
+    check_content_type(req.headers())?;
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(GatewayError::PayloadTooLarge(limit));
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(Request::from_parts(parts, c.to_bytes())),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(GatewayError::PayloadTooLarge(limit))
+        }
+        Err(e) => Err(GatewayError::InvalidRequest {
+            param: None,
+            message: format!("could not read the request body: {e}"),
+        }),
+    }
+}
+
+/// Reject anything that is not `application/json` (parameters like charset allowed).
+pub fn check_content_type(headers: &HeaderMap) -> Result<(), GatewayError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
+        Ok(())
+    } else {
+        Err(GatewayError::UnsupportedMediaType(if ct.is_empty() {
+            "none".into()
+        } else {
+            ct.chars().take(100).collect()
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::middleware::testing::{mock_inner, never};
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    fn post(ct: &str, body: &'static str) -> Request {
+        Request::post("/")
+            .header("content-type", ct)
+            .body(Body::from(body))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn passes_the_whole_body_within_the_limit() {
+        let (svc, mut handle) = mock_inner::<Request<Bytes>>();
+        let svc = ReadBodyLayer::new(1024).layer(svc);
+        let call = tokio::spawn(svc.oneshot(post("application/json; charset=utf-8", "{}")));
+        let (req, reply) = handle.next_request().await.expect("forwarded");
+        assert_eq!(req.body(), "{}");
+        reply.send_response(Response::new(Body::empty()));
+        assert_eq!(call.await.unwrap().unwrap().status(), 200);
+    }
+
+    #[tokio::test]
+    async fn refuses_wrong_types_and_big_bodies_without_calling_inner() {
+        let svc = ReadBodyLayer::new(4).layer(never::<Request<Bytes>>());
+        let r = svc.clone().oneshot(post("text/plain", "{}")).await.unwrap();
+        assert_eq!(r.status(), 415);
+        let r = svc
+            .oneshot(post("application/json", "[1,2,3]"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 413);
+    }
+}

@@ -1,0 +1,121 @@
+//! The routes beside the chat path: the model list, health and readiness
+//! probes, Prometheus metrics, and JSON 404/405 answers in the client's
+//! format.
+
+use crate::api::ApiFormat;
+use crate::error::GatewayError;
+use crate::middleware::access_log::AccessLogLayer;
+use crate::middleware::catch_panic::{client_format, CatchPanicLayer};
+use crate::stack::{self, RouteService};
+use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post_service, MethodRouter};
+use axum::Router;
+use http::{header, HeaderValue, StatusCode};
+use std::convert::Infallible;
+use std::sync::Arc;
+use tower::{Layer, Service, ServiceBuilder};
+
+/// Every route: the chat paths (with `extra`, the embedder's layer, in
+/// them), the dry run, and the small routes.
+pub fn router<L>(state: Arc<AppState>, extra: L) -> Router
+where
+    L: Layer<RouteService> + Clone,
+    L::Service:
+        Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
+    <L::Service as Service<Request>>::Future: Send + 'static,
+{
+    let post_only = |svc: RouteService| -> MethodRouter {
+        post_service(svc).fallback_service(stack::around(tower::service_fn(|req| async {
+            Ok::<_, Infallible>(method_not_allowed(req).await)
+        })))
+    };
+    let small = Router::new()
+        .route("/v1/models", get(models))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state.clone())
+        .layer(
+            ServiceBuilder::new()
+                .layer(AccessLogLayer)
+                .layer(CatchPanicLayer::new(None)),
+        );
+    Router::new()
+        .route(
+            "/v1/chat/completions",
+            post_only(stack::chat_with(&state, ApiFormat::OpenAi, extra.clone())),
+        )
+        .route(
+            "/v1/messages",
+            post_only(stack::chat_with(&state, ApiFormat::Anthropic, extra)),
+        )
+        .route("/v1/triage", post_only(stack::dry_run(&state)))
+        .merge(small)
+}
+
+type AppRef = State<Arc<AppState>>;
+
+/// `GET /v1/models`: routes (`auto`, ...) and every configured model id and alias.
+pub async fn models(State(state): AppRef) -> Response {
+    let mut data = Vec::new();
+    for name in state.policy.routes.keys() {
+        data.push(
+            serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": "slmgate"}),
+        );
+    }
+    for (b, cfg) in &state.policy.backends {
+        for (m, mc) in cfg.models() {
+            for id in std::iter::once(m).chain(mc.aliases.iter()) {
+                data.push(
+                    serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": b}),
+                );
+            }
+        }
+    }
+    axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+pub async fn healthz() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+pub async fn readyz(State(state): AppRef) -> Response {
+    match state.ready() {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "not_ready", "reason": why})),
+        )
+            .into_response(),
+    }
+}
+
+pub async fn metrics(State(state): AppRef) -> Response {
+    let mut r = Response::new(Body::from(state.metrics.render()));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+pub async fn not_found(req: Request) -> Response {
+    GatewayError::NotFound {
+        method: req.method().to_string(),
+        path: req.uri().path().chars().take(200).collect(),
+    }
+    .render(client_format(&req))
+}
+
+pub async fn method_not_allowed(req: Request) -> Response {
+    GatewayError::MethodNotAllowed {
+        method: req.method().to_string(),
+        path: req.uri().path().chars().take(200).collect(),
+    }
+    .render(client_format(&req))
+}
