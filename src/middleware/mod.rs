@@ -91,18 +91,46 @@ pub(crate) fn put_header(h: &mut HeaderMap, name: &'static str, value: &str) {
 pub(crate) mod testing {
     use axum::response::Response;
     use std::convert::Infallible;
-    use tower::{Service, ServiceExt};
-    use tower_test::mock;
+    use tokio::sync::{mpsc, oneshot};
+    use tower::Service;
 
-    /// A `tower_test` mock as the next stage: the test sees what reached it
-    /// and answers for it.
+    /// What the mock next stage received, and the way to answer it.
+    pub struct Handle<R> {
+        rx: mpsc::UnboundedReceiver<(R, oneshot::Sender<Response>)>,
+    }
+
+    /// Answers one request that reached the mock.
+    pub struct Reply(oneshot::Sender<Response>);
+
+    impl Reply {
+        pub fn send_response(self, r: Response) {
+            let _ = self.0.send(r);
+        }
+    }
+
+    impl<R> Handle<R> {
+        /// The next request that reached the next stage (`None` once every
+        /// clone of the service is gone).
+        pub async fn next_request(&mut self) -> Option<(R, Reply)> {
+            self.rx.recv().await.map(|(r, tx)| (r, Reply(tx)))
+        }
+    }
+
+    /// A mock next stage: the test sees what reached it and answers for it.
     pub fn mock_inner<R: Send + 'static>() -> (
         impl Service<R, Response = Response, Error = Infallible, Future = impl Send> + Clone + Send,
-        mock::Handle<R, Response>,
+        Handle<R>,
     ) {
-        let (svc, handle) = mock::pair::<R, Response>();
-        let svc = svc.map_err(|e: tower::BoxError| -> Infallible { panic!("mock: {e}") });
-        (svc, handle)
+        let (tx, rx) = mpsc::unbounded_channel();
+        let svc = tower::service_fn(move |req: R| {
+            let (reply, answer) = oneshot::channel();
+            let sent = tx.send((req, reply));
+            async move {
+                assert!(sent.is_ok(), "the test dropped its handle");
+                Ok::<_, Infallible>(answer.await.expect("the test answers every request"))
+            }
+        });
+        (svc, Handle { rx })
     }
 
     /// A next stage that must not be reached.
