@@ -6,7 +6,8 @@
 
 use crate::classifier::TriageResult;
 use crate::error::GatewayError;
-use crate::middleware::{missing, take_ready, ResponseFuture};
+use crate::middleware::missing;
+use crate::middleware::stage::{Stage, Staged};
 use crate::policy::RouteDecision;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -51,37 +52,22 @@ pub fn as_chat_request(body: &[u8]) -> Result<Bytes, GatewayError> {
 pub struct PromptLayer;
 
 impl<S> Layer<S> for PromptLayer {
-    type Service = Prompt<S>;
-    fn layer(&self, inner: S) -> Prompt<S> {
-        Prompt { inner }
+    type Service = Staged<PromptLayer, S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Staged::new(*self, inner)
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct Prompt<S> {
-    inner: S,
-}
+impl Stage<Bytes> for PromptLayer {
+    type Carry = ();
 
-impl<S> Service<Request<Bytes>> for Prompt<S>
-where
-    S: Service<Request<Bytes>, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = ResponseFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
+    async fn before(&self, req: &mut Request<Bytes>) -> Result<(), Response> {
+        *req.body_mut() = as_chat_request(req.body()).map_err(IntoResponse::into_response)?;
+        Ok(())
     }
 
-    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
-        let (parts, body) = req.into_parts();
-        let mut inner = take_ready(&mut self.inner);
-        match as_chat_request(&body) {
-            Ok(b) => Box::pin(inner.call(Request::from_parts(parts, b))),
-            Err(e) => Box::pin(async move { Ok(e.into_response()) }),
-        }
+    async fn after(&self, _: (), resp: Response) -> Response {
+        resp
     }
 }
 

@@ -6,6 +6,7 @@
 //! and fits `P(local succeeds | prompt)` (`success.rs`) for routing.
 
 pub mod check;
+mod progress;
 pub mod run;
 pub mod success;
 

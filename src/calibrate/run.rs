@@ -4,6 +4,7 @@
 //! and the next run resumes where it stopped), with a progress line and ETA.
 
 use super::check::{self, Record};
+use super::progress::Progress;
 use super::{read_records, select, summarise, Outcome, Summary};
 use crate::backend::{Backend, Environment, ReplyBody};
 use crate::config::Policy;
@@ -137,46 +138,6 @@ async fn ask(
     let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("reply is not JSON: {e}"))?;
     let text = crate::api::openai::completion_text(&v).to_string();
     Ok((text, usage.completion_tokens))
-}
-
-struct Progress {
-    total: usize,
-    done: usize,
-    started: Instant,
-    tty: bool,
-    last_line: usize,
-}
-
-impl Progress {
-    fn tick(&mut self, correct: usize) {
-        self.done += 1;
-        let secs = self.started.elapsed().as_secs_f64();
-        let rate = self.done as f64 / secs.max(1e-9);
-        let eta = (self.total - self.done) as f64 / rate.max(1e-9);
-        let pct = 100 * self.done / self.total.max(1);
-        let bar: String = (0..30)
-            .map(|i| if i * 100 < pct * 30 { '#' } else { '.' })
-            .collect();
-        let line = format!(
-            "[{bar}] {}/{} {pct}%  {:.1} prompts/min  correct {correct}  ETA {}m{:02}s",
-            self.done,
-            self.total,
-            rate * 60.0,
-            (eta / 60.0) as u64,
-            (eta % 60.0) as u64
-        );
-        let mut err = std::io::stderr();
-        if self.tty {
-            let _ = write!(err, "\r{line}");
-        } else if self.done == self.total || self.done * 20 / self.total.max(1) > self.last_line {
-            // Not a terminal: a line per 5%.
-            self.last_line = self.done * 20 / self.total.max(1);
-            let _ = writeln!(err, "{line}");
-        }
-        if self.tty && self.done == self.total {
-            let _ = writeln!(err);
-        }
-    }
 }
 
 pub async fn run(policy: &Policy, env: &Environment, opts: &Options) -> Result<Report, String> {

@@ -4,30 +4,27 @@
 //! request for dispatch and onto the answer (`x-slmgate-route`, and the
 //! extensions, where the meter reads the route label).
 
-use super::{missing, put_header, take_ready, ResponseFuture};
+use super::stage::{Stage, Staged};
+use super::{missing, put_header};
 use crate::classifier::TriageResult;
 use crate::policy::{Requested, RouteDecision};
 use axum::response::Response;
 use http::Request;
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tower::{Layer, Service};
+use tower::Layer;
 use tracing::field::Empty;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DecideLayer;
 
+/// The decide stage around the next service.
+pub type Decide<S> = Staged<DecideLayer, S>;
+
 impl<S> Layer<S> for DecideLayer {
     type Service = Decide<S>;
     fn layer(&self, inner: S) -> Decide<S> {
-        Decide { inner }
+        Staged::new(*self, inner)
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct Decide<S> {
-    inner: S,
 }
 
 /// The decision for a request whose `Requested` and `TriageResult` are known.
@@ -35,39 +32,30 @@ pub fn decide(requested: &Requested, t: &TriageResult) -> Arc<RouteDecision> {
     requested.decide(t.score, t.category, t.local_success)
 }
 
-impl<S, B> Service<Request<B>> for Decide<S>
-where
-    S: Service<Request<B>, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = ResponseFuture;
+impl<B: Send + 'static> Stage<B> for DecideLayer {
+    type Carry = Arc<RouteDecision>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    async fn before(&self, req: &mut Request<B>) -> Result<Arc<RouteDecision>, Response> {
         let (Some(requested), Some(t)) = (
             req.extensions().get::<Arc<Requested>>(),
             req.extensions().get::<TriageResult>(),
         ) else {
-            let r = missing("the parsed request or triage verdict", "TriageLayer");
-            return Box::pin(async move { Ok(r) });
+            return Err(missing(
+                "the parsed request or triage verdict",
+                "TriageLayer",
+            ));
         };
         let span = tracing::debug_span!("decide", route = Empty);
         let decision = span.in_scope(|| decide(requested, t));
         span.record("route", decision.route.as_str());
         req.extensions_mut().insert(decision.clone());
-        let mut inner = take_ready(&mut self.inner);
-        Box::pin(async move {
-            let Ok(mut resp) = inner.call(req).await;
-            put_header(resp.headers_mut(), "x-slmgate-route", &decision.route);
-            resp.extensions_mut().insert(decision);
-            Ok(resp)
-        })
+        Ok(decision)
+    }
+
+    async fn after(&self, decision: Arc<RouteDecision>, mut resp: Response) -> Response {
+        put_header(resp.headers_mut(), "x-slmgate-route", &decision.route);
+        resp.extensions_mut().insert(decision);
+        resp
     }
 }
 
@@ -75,9 +63,8 @@ where
 mod tests {
     use super::*;
     use crate::config::Policy;
-    use crate::middleware::testing::{mock_inner, never};
+    use crate::middleware::testing::{never, through};
     use crate::policy::Routing;
-    use axum::body::Body;
     use tower::ServiceExt;
 
     fn routing() -> Routing {
@@ -117,14 +104,10 @@ routes:
             (0.2, "auto:simple", "cloud/small"),
             (0.8, "auto:hard", "cloud/big"),
         ] {
-            let (svc, mut handle) = mock_inner::<Request<()>>();
-            let call = tokio::spawn(DecideLayer.layer(svc).oneshot(req("auto", score)));
-            let (r, reply) = handle.next_request().await.unwrap();
+            let (r, resp) = through(DecideLayer, req("auto", score)).await;
             let d = r.extensions().get::<Arc<RouteDecision>>().unwrap().clone();
             assert_eq!(d.route, route);
             assert_eq!(d.targets[0].to_string(), first);
-            reply.send_response(Response::new(Body::empty()));
-            let resp = call.await.unwrap().unwrap();
             assert_eq!(resp.headers()["x-slmgate-route"], route);
             assert_eq!(resp.extensions().get::<Arc<RouteDecision>>(), Some(&d));
         }
@@ -132,14 +115,10 @@ routes:
 
     #[tokio::test]
     async fn explicit_models_go_direct_with_their_fallbacks() {
-        let (svc, mut handle) = mock_inner::<Request<()>>();
-        let call = tokio::spawn(DecideLayer.layer(svc).oneshot(req("big", 0.0)));
-        let (r, reply) = handle.next_request().await.unwrap();
+        let (r, _) = through(DecideLayer, req("big", 0.0)).await;
         let d = r.extensions().get::<Arc<RouteDecision>>().unwrap();
         assert_eq!(d.route, "direct");
         assert_eq!(d.targets[0].to_string(), "cloud/big");
-        reply.send_response(Response::new(Body::empty()));
-        call.await.unwrap().unwrap();
     }
 
     #[tokio::test]

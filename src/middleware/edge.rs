@@ -14,21 +14,18 @@
 
 use super::body::{chunks, from_chunks};
 use super::dispatch::ReplyShape;
-use super::{take_ready, ResponseFuture};
+use super::stage::{Stage, Staged};
 use crate::api::sse::{event_data, EventSplitter};
 use crate::api::ApiFormat;
 use crate::error::{failure, GatewayError};
 use crate::translate::{to_anthropic, to_openai, StreamTranslate};
 use axum::body::Body;
-use axum::extract::Request;
 use axum::response::Response;
 use bytes::Bytes;
 use futures::StreamExt;
-use http::header;
+use http::{header, Request};
 use http_body_util::BodyExt;
-use std::convert::Infallible;
-use std::task::{Context, Poll};
-use tower::{Layer, Service};
+use tower::Layer;
 
 #[derive(Debug, Clone, Copy)]
 pub struct EdgeLayer {
@@ -42,44 +39,26 @@ impl EdgeLayer {
     }
 }
 
+/// The edge around the next service.
+pub type Edge<S> = Staged<EdgeLayer, S>;
+
 impl<S> Layer<S> for EdgeLayer {
     type Service = Edge<S>;
     fn layer(&self, inner: S) -> Edge<S> {
-        Edge {
-            inner,
-            client: self.client,
-        }
+        Staged::new(*self, inner)
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct Edge<S> {
-    inner: S,
-    client: ApiFormat,
-}
+impl<B: Send + 'static> Stage<B> for EdgeLayer {
+    type Carry = ();
 
-impl<S, B> Service<Request<B>> for Edge<S>
-where
-    S: Service<Request<B>, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = ResponseFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
+    async fn before(&self, req: &mut Request<B>) -> Result<(), Response> {
+        req.extensions_mut().insert(self.client);
+        Ok(())
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let client = self.client;
-        req.extensions_mut().insert(client);
-        let mut inner = take_ready(&mut self.inner);
-        Box::pin(async move {
-            let Ok(resp) = inner.call(req).await;
-            Ok(to_client(resp, client).await)
-        })
+    async fn after(&self, _: (), resp: Response) -> Response {
+        to_client(resp, self.client).await
     }
 }
 
@@ -197,7 +176,9 @@ fn stream_to(body: Body, from: ApiFormat, client: ApiFormat) -> Body {
 mod tests {
     use super::*;
     use crate::middleware::body::from_chunks;
+    use axum::extract::Request;
     use serde_json::json;
+    use std::convert::Infallible;
     use tower::ServiceExt;
 
     fn streamed(events: Vec<Result<Bytes, GatewayError>>) -> Response {

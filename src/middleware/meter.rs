@@ -8,22 +8,20 @@
 
 use super::body::{chunks, from_chunks};
 use super::dispatch::{Dispatched, ReplyUsage};
-use super::{put_header, take_ready, ResponseFuture, Started};
+use super::stage::{Stage, Staged};
+use super::{put_header, Started};
 use crate::error::failure;
 use crate::metrics::Metrics;
 use crate::policy::cost::{self, Prices, Usage};
 use crate::policy::{RouteDecision, Target};
 use axum::body::Body;
-use axum::extract::Request;
 use axum::response::Response;
 use futures::StreamExt;
-use http::StatusCode;
+use http::{Request, StatusCode};
 use rust_decimal::Decimal;
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
-use tower::{Layer, Service};
+use tower::Layer;
 
 /// Where the numbers go, and the prices they are computed with.
 #[derive(Clone)]
@@ -38,47 +36,29 @@ impl MeterLayer {
     }
 }
 
+/// The meter around the next service.
+pub type Meter<S> = Staged<MeterLayer, S>;
+
 impl<S> Layer<S> for MeterLayer {
     type Service = Meter<S>;
     fn layer(&self, inner: S) -> Meter<S> {
-        Meter {
-            inner,
-            m: self.clone(),
-        }
+        Staged::new(self.clone(), inner)
     }
 }
 
-#[derive(Clone)]
-pub struct Meter<S> {
-    inner: S,
-    m: MeterLayer,
-}
+impl<B: Send + 'static> Stage<B> for MeterLayer {
+    /// When the request arrived.
+    type Carry = Instant;
 
-impl<S, B> Service<Request<B>> for Meter<S>
-where
-    S: Service<Request<B>, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = ResponseFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let started = req
+    async fn before(&self, req: &mut Request<B>) -> Result<Instant, Response> {
+        Ok(req
             .extensions()
             .get::<Started>()
-            .map_or_else(Instant::now, |s| s.0);
-        let m = self.m.clone();
-        let mut inner = take_ready(&mut self.inner);
-        Box::pin(async move {
-            let Ok(resp) = inner.call(req).await;
-            Ok(m.answer(resp, started))
-        })
+            .map_or_else(Instant::now, |s| s.0))
+    }
+
+    async fn after(&self, started: Instant, resp: Response) -> Response {
+        self.answer(resp, started)
     }
 }
 

@@ -31,6 +31,7 @@ pub mod meter;
 pub mod parse;
 pub mod read_body;
 pub mod shadow;
+pub mod stage;
 pub mod triage;
 
 use crate::error::GatewayError;
@@ -92,7 +93,7 @@ pub(crate) mod testing {
     use axum::response::Response;
     use std::convert::Infallible;
     use tokio::sync::{mpsc, oneshot};
-    use tower::Service;
+    use tower::{Layer, Service, ServiceExt};
 
     /// What the mock next stage received, and the way to answer it.
     pub struct Handle<R> {
@@ -116,11 +117,11 @@ pub(crate) mod testing {
         }
     }
 
+    /// The next stage as a mock: a nameable service type.
+    pub type Next<R> = tower::util::BoxCloneService<R, Response, Infallible>;
+
     /// A mock next stage: the test sees what reached it and answers for it.
-    pub fn mock_inner<R: Send + 'static>() -> (
-        impl Service<R, Response = Response, Error = Infallible, Future = impl Send> + Clone + Send,
-        Handle<R>,
-    ) {
+    pub fn mock_inner<R: Send + 'static>() -> (Next<R>, Handle<R>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let svc = tower::service_fn(move |req: R| {
             let (reply, answer) = oneshot::channel();
@@ -130,7 +131,27 @@ pub(crate) mod testing {
                 Ok::<_, Infallible>(answer.await.expect("the test answers every request"))
             }
         });
-        (svc, Handle { rx })
+        (tower::util::BoxCloneService::new(svc), Handle { rx })
+    }
+
+    /// Send `req` through `layer` in front of a mock next stage: what
+    /// reached the next stage, and the answer (the mock answers 200, empty).
+    pub async fn through<L, R>(layer: L, req: R) -> (R, Response)
+    where
+        R: Send + 'static,
+        L: Layer<Next<R>>,
+        L::Service: Service<R, Response = Response, Error = Infallible> + Send + 'static,
+        <L::Service as Service<R>>::Future: Send,
+    {
+        let (svc, mut handle) = mock_inner::<R>();
+        let call = tokio::spawn(layer.layer(svc).oneshot(req));
+        let (seen, reply) = handle
+            .next_request()
+            .await
+            .expect("the request reached the next stage");
+        reply.send_response(Response::new(axum::body::Body::empty()));
+        let Ok(resp) = call.await.expect("the stage did not panic");
+        (seen, resp)
     }
 
     /// A next stage that must not be reached.

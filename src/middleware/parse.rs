@@ -3,7 +3,7 @@
 //! kept whole for Anthropic backends — and the requested `model` resolved
 //! against the policy (`Requested`; 404 for a model it does not serve).
 
-use super::{take_ready, ResponseFuture};
+use super::stage::{Stage, Staged};
 use crate::api::openai::ParsedRequest;
 use crate::api::request::{chat_request, chat_request_map, json_object};
 use crate::api::{AnthropicBody, ApiFormat};
@@ -13,10 +13,8 @@ use crate::translate::to_openai;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, Request};
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tower::{Layer, Service};
+use tower::Layer;
 
 #[derive(Clone)]
 pub struct ParseLayer {
@@ -35,46 +33,31 @@ impl ParseLayer {
     }
 }
 
+/// The parse stage around the next service.
+pub type Parse<S> = Staged<ParseLayer, S>;
+
 impl<S> Layer<S> for ParseLayer {
     type Service = Parse<S>;
     fn layer(&self, inner: S) -> Parse<S> {
-        Parse {
-            inner,
-            layer: self.clone(),
-        }
+        Staged::new(self.clone(), inner)
     }
 }
 
-#[derive(Clone)]
-pub struct Parse<S> {
-    inner: S,
-    layer: ParseLayer,
-}
+impl Stage<Bytes> for ParseLayer {
+    type Carry = ();
 
-impl<S> Service<Request<Bytes>> for Parse<S>
-where
-    S: Service<Request<Bytes>, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = ResponseFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<Bytes>) -> Self::Future {
+    async fn before(&self, req: &mut Request<Bytes>) -> Result<(), Response> {
         let span = tracing::debug_span!("parse");
-        let parsed = span.in_scope(|| self.layer.parse(&req));
-        let mut inner = take_ready(&mut self.inner);
-        let (parsed, requested) = match parsed {
-            Ok(p) => p,
-            Err(e) => return Box::pin(async move { Ok(e.into_response()) }),
-        };
+        let (parsed, requested) = span
+            .in_scope(|| self.parse(req))
+            .map_err(IntoResponse::into_response)?;
         req.extensions_mut().insert(parsed);
         req.extensions_mut().insert(requested);
-        Box::pin(inner.call(req))
+        Ok(())
+    }
+
+    async fn after(&self, _: (), resp: Response) -> Response {
+        resp
     }
 }
 
@@ -124,7 +107,7 @@ pub fn parse_for(
 mod tests {
     use super::*;
     use crate::config::Policy;
-    use crate::middleware::testing::mock_inner;
+    use crate::middleware::testing::{never, through};
     use serde_json::json;
     use tower::ServiceExt;
 
@@ -150,11 +133,8 @@ routes:
 
     #[tokio::test]
     async fn parses_into_the_pivot_and_resolves_the_model() {
-        let (svc, mut handle) = mock_inner::<Request<Bytes>>();
-        let svc = layer().layer(svc);
         let body = json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}], "stream": true});
-        let call = tokio::spawn(svc.oneshot(req(ApiFormat::OpenAi, body)));
-        let (r, reply) = handle.next_request().await.unwrap();
+        let (r, _) = through(layer(), req(ApiFormat::OpenAi, body)).await;
         let p = r.extensions().get::<ParsedRequest>().expect("parsed");
         assert!(p.stream && p.native.is_none());
         assert_eq!(p.messages[0].text, "hi");
@@ -163,18 +143,13 @@ routes:
             .get::<Arc<Requested>>()
             .unwrap()
             .is_explicit());
-        reply.send_response(Response::new(axum::body::Body::empty()));
-        call.await.unwrap().unwrap();
     }
 
     /// Anthropic bodies are translated at this edge and kept for Anthropic backends.
     #[tokio::test]
     async fn translates_anthropic_requests_on_the_way_in() {
-        let (svc, mut handle) = mock_inner::<Request<Bytes>>();
-        let svc = layer().layer(svc);
         let body = json!({"model": "small", "max_tokens": 9, "system": "be brief", "messages": [{"role": "user", "content": "hi"}]});
-        let call = tokio::spawn(svc.oneshot(req(ApiFormat::Anthropic, body)));
-        let (r, reply) = handle.next_request().await.unwrap();
+        let (r, _) = through(layer(), req(ApiFormat::Anthropic, body)).await;
         let p = r.extensions().get::<ParsedRequest>().expect("parsed");
         assert_eq!(p.messages[0].role, "system");
         assert_eq!(p.max_tokens, Some(9));
@@ -184,13 +159,11 @@ routes:
             .get::<Arc<Requested>>()
             .unwrap()
             .is_explicit());
-        reply.send_response(Response::new(axum::body::Body::empty()));
-        call.await.unwrap().unwrap();
     }
 
     #[tokio::test]
     async fn bad_bodies_and_unknown_models_never_reach_the_next_stage() {
-        let svc = layer().layer(crate::middleware::testing::never::<Request<Bytes>>());
+        let svc = layer().layer(never::<Request<Bytes>>());
         let r = svc
             .clone()
             .oneshot(Request::new(Bytes::from_static(b"{nope")))

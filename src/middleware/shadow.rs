@@ -7,7 +7,7 @@
 
 use super::body::{chunks, from_chunks};
 use super::dispatch::{Dispatched, ReplyShape};
-use super::{take_ready, ResponseFuture};
+use super::stage::{Stage, Staged};
 use crate::api::openai::ParsedRequest;
 use crate::api::sse::event_data;
 use crate::backend::{Backends, ReplyBody};
@@ -21,11 +21,9 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use http::Request;
 use serde_json::Value;
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use tokio::sync::Semaphore;
-use tower::{Layer, Service};
+use tower::Layer;
 
 /// The shadow configuration with what a comparison needs.
 pub struct Shadow {
@@ -78,57 +76,39 @@ impl ShadowLayer {
     }
 }
 
+/// Shadow sampling around the next service.
+pub type ShadowStage<S> = Staged<ShadowLayer, S>;
+
 impl<S> Layer<S> for ShadowLayer {
     type Service = ShadowStage<S>;
     fn layer(&self, inner: S) -> ShadowStage<S> {
-        ShadowStage {
-            inner,
-            shadow: self.shadow.clone(),
-        }
+        Staged::new(self.clone(), inner)
     }
 }
 
-#[derive(Clone)]
-pub struct ShadowStage<S> {
-    inner: S,
-    shadow: Arc<Shadow>,
-}
+impl<B: Send + 'static> Stage<B> for ShadowLayer {
+    /// The request, when this one is sampled.
+    type Carry = Option<ParsedRequest>;
 
-impl<S, B> Service<Request<B>> for ShadowStage<S>
-where
-    S: Service<Request<B>, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = ResponseFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    async fn before(&self, req: &mut Request<B>) -> Result<Option<ParsedRequest>, Response> {
         // Drawn before the answer is known; only local answers are shadowed,
         // so the sampled share of local answers is still `sample_rate`.
-        let sampled = self
+        Ok(self
             .shadow
             .sample()
             .then(|| req.extensions().get::<ParsedRequest>().cloned())
-            .flatten();
-        let shadow = self.shadow.clone();
-        let mut inner = take_ready(&mut self.inner);
-        Box::pin(async move {
-            let Ok(resp) = inner.call(req).await;
-            let local = resp
-                .extensions()
-                .get::<Dispatched>()
-                .is_some_and(|d| d.backend_kind == "local");
-            match sampled {
-                Some(req) if local && resp.status().is_success() => Ok(tee(resp, shadow, req)),
-                _ => Ok(resp),
-            }
-        })
+            .flatten())
+    }
+
+    async fn after(&self, sampled: Option<ParsedRequest>, resp: Response) -> Response {
+        let local = resp
+            .extensions()
+            .get::<Dispatched>()
+            .is_some_and(|d| d.backend_kind == "local");
+        match sampled {
+            Some(req) if local && resp.status().is_success() => tee(resp, self.shadow.clone(), req),
+            _ => resp,
+        }
     }
 }
 

@@ -4,17 +4,16 @@
 //! the quick estimate, inline. The verdict goes back on the answer as
 //! `x-slmgate-triage-score` / `x-slmgate-triage-category`.
 
-use super::{missing, put_header, take_ready, ResponseFuture};
+use super::stage::{Stage, Staged};
+use super::{missing, put_header};
 use crate::api::openai::ParsedRequest;
 use crate::classifier::serve::Triager;
 use crate::classifier::TriageResult;
 use crate::policy::Requested;
 use axum::response::Response;
 use http::Request;
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tower::{Layer, Service};
+use tower::Layer;
 use tracing::field::Empty;
 use tracing::Instrument;
 
@@ -29,59 +28,42 @@ impl TriageLayer {
     }
 }
 
+/// The triage stage around the next service.
+pub type TriageStage<S> = Staged<TriageLayer, S>;
+
 impl<S> Layer<S> for TriageLayer {
     type Service = TriageStage<S>;
     fn layer(&self, inner: S) -> TriageStage<S> {
-        TriageStage {
-            inner,
-            triager: self.triager.clone(),
-        }
+        Staged::new(self.clone(), inner)
     }
 }
 
-#[derive(Clone)]
-pub struct TriageStage<S> {
-    inner: S,
-    triager: Arc<Triager>,
-}
+impl<B: Send + 'static> Stage<B> for TriageLayer {
+    type Carry = TriageResult;
 
-impl<S, B> Service<Request<B>> for TriageStage<S>
-where
-    S: Service<Request<B>, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = ResponseFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
+    async fn before(&self, req: &mut Request<B>) -> Result<TriageResult, Response> {
+        let Some(parsed) = req.extensions().get::<ParsedRequest>() else {
+            return Err(missing("the parsed request", "ParseLayer"));
+        };
+        let quick = req
+            .extensions()
+            .get::<Arc<Requested>>()
+            .is_some_and(|r| r.is_explicit());
+        let span = tracing::debug_span!("triage", quick, score = Empty, category = Empty);
+        let verdict = self
+            .triager
+            .triage(&parsed.messages, quick)
+            .instrument(span.clone())
+            .await;
+        span.record("score", verdict.score);
+        span.record("category", verdict.category);
+        req.extensions_mut().insert(verdict.clone());
+        Ok(verdict)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let triager = self.triager.clone();
-        let mut inner = take_ready(&mut self.inner);
-        Box::pin(async move {
-            let Some(parsed) = req.extensions().get::<ParsedRequest>() else {
-                return Ok(missing("the parsed request", "ParseLayer"));
-            };
-            let quick = req
-                .extensions()
-                .get::<Arc<Requested>>()
-                .is_some_and(|r| r.is_explicit());
-            let span = tracing::debug_span!("triage", quick, score = Empty, category = Empty);
-            let verdict = triager
-                .triage(&parsed.messages, quick)
-                .instrument(span.clone())
-                .await;
-            span.record("score", verdict.score);
-            span.record("category", verdict.category);
-            req.extensions_mut().insert(verdict.clone());
-            let Ok(mut resp) = inner.call(req).await;
-            label(&mut resp, &verdict);
-            Ok(resp)
-        })
+    async fn after(&self, verdict: TriageResult, mut resp: Response) -> Response {
+        label(&mut resp, &verdict);
+        resp
     }
 }
 
@@ -98,8 +80,7 @@ mod tests {
     use crate::classifier::{features::FeatureTriage, Triage};
     use crate::config::TriageConfig;
     use crate::metrics::Metrics;
-    use crate::middleware::testing::{mock_inner, never};
-    use axum::body::Body;
+    use crate::middleware::testing::{never, through};
     use tower::ServiceExt;
 
     /// A scorer that says which path it took.
@@ -143,20 +124,15 @@ mod tests {
 
     #[tokio::test]
     async fn puts_the_verdict_in_the_request_and_on_the_answer() {
-        let (svc, mut handle) = mock_inner::<Request<()>>();
-        let svc = TriageLayer::new(triager(Arc::new(FeatureTriage))).layer(svc);
-        let call = tokio::spawn(svc.oneshot(parsed(
-            "Prove that there are infinitely many primes, step by step.",
-        )));
-        let (r, reply) = handle.next_request().await.unwrap();
+        let layer = TriageLayer::new(triager(Arc::new(FeatureTriage)));
+        let prompt = "Prove that there are infinitely many primes, step by step.";
+        let (r, resp) = through(layer, parsed(prompt)).await;
         let t = r
             .extensions()
             .get::<TriageResult>()
             .cloned()
             .expect("verdict");
         assert!(t.score > 0.0 && t.score < 1.0);
-        reply.send_response(Response::new(Body::empty()));
-        let resp = call.await.unwrap().unwrap();
         assert_eq!(
             resp.headers()["x-slmgate-triage-score"],
             format!("{:.4}", t.score).as_str()
@@ -173,18 +149,13 @@ mod tests {
         .unwrap();
         let routing = crate::policy::Routing::new(&p);
         for (explicit, want) in [(true, 0.1), (false, 0.9)] {
-            let (svc, mut handle) = mock_inner::<Request<()>>();
-            let svc = TriageLayer::new(triager(Arc::new(Marked))).layer(svc);
             let mut req = parsed("hi");
             if explicit {
                 req.extensions_mut()
                     .insert(routing.resolve("m").unwrap().clone());
             }
-            let call = tokio::spawn(svc.oneshot(req));
-            let (r, reply) = handle.next_request().await.unwrap();
+            let (r, _) = through(TriageLayer::new(triager(Arc::new(Marked))), req).await;
             assert_eq!(r.extensions().get::<TriageResult>().unwrap().score, want);
-            reply.send_response(Response::new(Body::empty()));
-            call.await.unwrap().unwrap();
         }
     }
 

@@ -1,0 +1,71 @@
+//! The shape most stages share: work on the request before the rest of the
+//! chain runs — or answer it right there — then work on the answer on its
+//! way out. A stage says what it does in those two places (`Stage`);
+//! `Staged` is the one tower `Service` that runs any of them around the
+//! next service, and each stage's `...Layer` is the tower `Layer` that puts
+//! it into a chain.
+
+use super::{take_ready, ResponseFuture};
+use axum::response::Response;
+use http::Request;
+use std::convert::Infallible;
+use std::future::Future;
+use std::task::{Context, Poll};
+use tower::Service;
+
+pub trait Stage<B>: Clone + Send + Sync + 'static {
+    /// What `before` hands to `after` (a start time, a verdict, ...).
+    type Carry: Send + 'static;
+
+    /// Runs first. `Err(response)` answers the request without the rest of
+    /// the chain (an error response, a cached answer, ...).
+    fn before(
+        &self,
+        req: &mut Request<B>,
+    ) -> impl Future<Output = Result<Self::Carry, Response>> + Send;
+
+    /// Runs on the answer of the rest of the chain.
+    fn after(&self, carry: Self::Carry, resp: Response) -> impl Future<Output = Response> + Send;
+}
+
+/// A stage around the next service.
+#[derive(Debug, Clone)]
+pub struct Staged<T, S> {
+    stage: T,
+    inner: S,
+}
+
+impl<T, S> Staged<T, S> {
+    pub fn new(stage: T, inner: S) -> Self {
+        Self { stage, inner }
+    }
+}
+
+impl<T, S, B> Service<Request<B>> for Staged<T, S>
+where
+    T: Stage<B>,
+    S: Service<Request<B>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let stage = self.stage.clone();
+        let mut inner = take_ready(&mut self.inner);
+        Box::pin(async move {
+            let carry = match stage.before(&mut req).await {
+                Ok(c) => c,
+                Err(answer) => return Ok(answer),
+            };
+            let Ok(resp) = inner.call(req).await;
+            Ok(stage.after(carry, resp).await)
+        })
+    }
+}
