@@ -61,7 +61,7 @@ impl<S> Layer<S> for PromptLayer {
 impl Stage<Bytes> for PromptLayer {
     type Carry = ();
 
-    async fn before(&self, req: &mut Request<Bytes>) -> Result<(), Response> {
+    fn before(&self, req: &mut Request<Bytes>) -> Result<(), Response> {
         *req.body_mut() = as_chat_request(req.body()).map_err(IntoResponse::into_response)?;
         Ok(())
     }

@@ -214,6 +214,63 @@ async fn streams_strip_usage_unless_asked_and_meter_it() {
     );
 }
 
+/// A stream that fails after its head — cut off before `[DONE]`, or an
+/// error event from the upstream — ends with an error event (no `[DONE]`),
+/// and is counted once, with the error's status, as a mid-stream failure.
+#[tokio::test]
+async fn mid_stream_failures_end_in_an_error_event_and_are_counted() {
+    let cut: String = sse_body(true).replace("data: [DONE]\n\n", "");
+    let broken = sse_body(false).replace(
+        "data: [DONE]\n\n",
+        "data: {\"error\":{\"message\":\"model overloaded\",\"type\":\"overloaded_error\"}}\n\n",
+    );
+    for (upstream, status, needle) in [
+        (cut, "502", "ended early"),
+        (broken, "503", "model overloaded"),
+    ] {
+        let server = mock().await;
+        Mock::given(method("POST"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .insert_header("content-type", "text/event-stream")
+                    .set_body_string(upstream),
+            )
+            .mount(&server)
+            .await;
+        let app = app_for(&server);
+        let mut body = chat("gpt-4o-mini", "hello");
+        body["stream"] = json!(true);
+        let r = complete(&app, &body).await;
+        assert_eq!(r.status, 200, "the head went out before the failure");
+        let data = r.sse_data();
+        assert_ne!(
+            data.last().map(String::as_str),
+            Some("[DONE]"),
+            "{}",
+            r.body
+        );
+        let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+        let msg = last["error"]["message"].as_str().unwrap_or("");
+        assert!(msg.contains(needle), "{last}");
+        assert!(
+            data.iter().any(|d| d.contains("Hel")),
+            "what came before is kept"
+        );
+        let m = send(&app, Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .body;
+        let counted = format!(
+            r#"slmgate_requests_total{{backend="openai",model="gpt-4o-mini",route="direct",status="{status}"}} 1"#
+        );
+        assert!(m.contains(&counted), "{counted}\n{m}");
+        assert!(!m.contains(r#"status="200"}"#), "counted once: {m}");
+        assert!(
+            m.contains(r#"slmgate_upstream_errors_total{backend="openai",kind="mid_stream"} 1"#),
+            "{m}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn retries_5xx_then_succeeds() {
     let server = mock().await;

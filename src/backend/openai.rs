@@ -6,6 +6,7 @@ use super::http::{Auth, EventMapper, Upstream};
 use super::sse::{self, Filtered};
 use super::{BackendReply, DispatchError, ReplyBody};
 use crate::api::openai::ParsedRequest;
+use crate::api::sse::DONE;
 use crate::api::ApiFormat;
 use crate::config::Cloud;
 use crate::error::GatewayError;
@@ -36,20 +37,32 @@ struct PassThrough {
     backend: String,
     wants_usage: bool,
     usage: Option<Usage>,
+    /// `[DONE]` came.
+    done: bool,
 }
 
 impl EventMapper for PassThrough {
     fn event(&mut self, event: Bytes) -> Result<Vec<Bytes>, GatewayError> {
-        if let Some(e) = sse::error_of(&event) {
-            let source = format!("backend `{}`", self.backend);
-            return Err(GatewayError::from_stream_error(&source, &e));
+        self.done |= event.starts_with(DONE);
+        match sse::filter_openai_event(event, self.wants_usage, &mut self.usage) {
+            Filtered::Forward(b) => Ok(vec![b]),
+            Filtered::Drop => Ok(vec![]),
+            Filtered::Failed(e) => {
+                let source = format!("backend `{}`", self.backend);
+                Err(GatewayError::from_stream_error(&source, &e))
+            }
         }
-        Ok(
-            match sse::filter_openai_event(event, self.wants_usage, &mut self.usage) {
-                Filtered::Forward(b) => vec![b],
-                Filtered::Drop => vec![],
-            },
-        )
+    }
+
+    /// A stream that ends without `[DONE]` was cut off.
+    fn end(&mut self) -> Result<Vec<Bytes>, GatewayError> {
+        if self.done {
+            return Ok(vec![]);
+        }
+        Err(GatewayError::UpstreamFailed(format!(
+            "backend `{}`: the upstream stream ended early",
+            self.backend
+        )))
     }
     fn take_usage(&mut self) -> Option<Usage> {
         self.usage.take()
@@ -117,6 +130,7 @@ impl OpenAiBackend {
                 backend: self.up.name.clone(),
                 wants_usage: req.include_usage,
                 usage: None,
+                done: false,
             };
             return Ok(self.up.stream_reply(sent, mapper, ApiFormat::OpenAi));
         }

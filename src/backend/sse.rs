@@ -25,17 +25,21 @@ pub enum Filtered {
     Forward(Bytes),
     /// Drop the event (a usage-only chunk the client did not ask for).
     Drop,
+    /// The upstream reported a failure (`data: {"error": {...}}`): its
+    /// `error` object.
+    Failed(Value),
 }
 
-/// Inspect one OpenAI stream event: record usage, strip it when not asked for.
-/// Only events that mention "usage" are parsed, so ordinary chunks pass at
-/// the cost of a substring search.
+/// Inspect one OpenAI stream event: record usage, strip it when not asked
+/// for, and tell an error event apart. Only events that mention "usage" or
+/// "error" are parsed, so ordinary chunks pass at the cost of one scan.
 pub fn filter_openai_event(
     event: Bytes,
     client_wants_usage: bool,
     usage: &mut Option<Usage>,
 ) -> Filtered {
-    if !contains(&event, b"\"usage\"") {
+    let (has_usage, has_error) = mentions(&event);
+    if !has_usage && !has_error {
         return Filtered::Forward(event);
     }
     let Some(data) = event_data(&event) else {
@@ -44,6 +48,9 @@ pub fn filter_openai_event(
     let Ok(mut v) = serde_json::from_str::<Value>(&data) else {
         return Filtered::Forward(event);
     };
+    if let Some(e) = v.get_mut("error").filter(|e| e.is_object()) {
+        return Filtered::Failed(e.take());
+    }
     if let Some(u) = usage_of(&v) {
         *usage = Some(u);
     } else {
@@ -65,24 +72,25 @@ pub fn filter_openai_event(
     Filtered::Forward(Bytes::from(format!("data: {v}\n\n")))
 }
 
-/// The `error` object of an OpenAI stream event that reports a failure
-/// (`data: {"error": {...}}`), if it is one. Only events that mention
-/// "error" are parsed.
-pub fn error_of(event: &[u8]) -> Option<Value> {
-    if !contains(event, b"\"error\"") {
-        return None;
+/// Whether an event names a `"usage"` and an `"error"` key (one pass over
+/// its quotes).
+fn mentions(event: &[u8]) -> (bool, bool) {
+    let (mut usage, mut error) = (false, false);
+    for (i, _) in event.iter().enumerate().filter(|(_, &b)| b == b'"') {
+        let rest = &event[i..];
+        usage |= rest.starts_with(b"\"usage\"");
+        error |= rest.starts_with(b"\"error\"");
     }
-    let v: Value = serde_json::from_str(&event_data(event)?).ok()?;
-    v.get("error").filter(|e| e.is_object()).cloned()
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+    (usage, error)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
 
     #[test]
     fn usage_chunk_is_recorded_and_stripped() {
@@ -110,16 +118,21 @@ mod tests {
         );
         match filter_openai_event(with_choice, false, &mut u) {
             Filtered::Forward(b) => assert!(!contains(&b, b"usage")),
-            Filtered::Drop => panic!("must keep the choices"),
+            other => panic!("must keep the choices: {other:?}"),
         }
         let null_usage = Bytes::from_static(b"data: {\"choices\":[{}],\"usage\":null}\n\n");
-        assert!(error_of(&null_usage).is_none());
-        let err =
-            error_of(b"data: {\"error\":{\"message\":\"boom\"}}\n\n").expect("an error event");
-        assert_eq!(err["message"], "boom");
-        assert!(
-            error_of(b"data: {\"choices\":[{\"delta\":{\"content\":\"\\\"error\\\"\"}}]}\n\n")
-                .is_none()
+        let err = Bytes::from_static(b"data: {\"error\":{\"message\":\"boom\"}}\n\n");
+        match filter_openai_event(err, false, &mut u) {
+            Filtered::Failed(e) => assert_eq!(e["message"], "boom"),
+            other => panic!("an error event: {other:?}"),
+        }
+        let quoted = Bytes::from_static(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"\\\"error\\\"\"}}]}\n\n",
+        );
+        assert_eq!(
+            filter_openai_event(quoted.clone(), false, &mut u),
+            Filtered::Forward(quoted),
+            "only an `error` key is a failure"
         );
         assert_eq!(
             filter_openai_event(null_usage.clone(), false, &mut u),

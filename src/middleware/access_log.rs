@@ -8,7 +8,7 @@
 //! and logs the request once when its answer head is ready, with the error
 //! kind and message the inner stages left in the response (`Failure`).
 
-use super::{take_ready, RequestId, ResponseFuture, Started};
+use super::{RequestId, ResponseFuture, Started};
 use crate::error::failure;
 use axum::extract::Request;
 use axum::response::Response;
@@ -59,8 +59,8 @@ fn is_probe(path: &str) -> bool {
 
 impl<S> Service<Request> for AccessLog<S>
 where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = Infallible;
@@ -80,9 +80,9 @@ where
             route = Empty, backend = Empty, model = Empty, status = Empty);
         req.extensions_mut().insert(RequestId(id.clone()));
         req.extensions_mut().insert(Started(started));
-        let mut inner = take_ready(&mut self.inner);
+        let next = span.in_scope(|| self.inner.call(req));
         let fut = async move {
-            let Ok(mut resp) = inner.call(req).await;
+            let Ok(mut resp) = next.await;
             log(&resp, &method, &path, started);
             resp.headers_mut().insert(REQUEST_ID, id);
             Ok(resp)

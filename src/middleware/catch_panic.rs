@@ -1,7 +1,7 @@
 //! A panic anywhere below becomes a 500 in the client's format (logged once
 //! by the access log above), never a dropped connection or a dead worker.
 
-use super::{take_ready, ResponseFuture};
+use super::ResponseFuture;
 use crate::api::ApiFormat;
 use crate::error::GatewayError;
 use axum::extract::Request;
@@ -58,8 +58,8 @@ fn panicked(client: ApiFormat) -> Response {
 
 impl<S> Service<Request> for CatchPanic<S>
 where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = Infallible;
@@ -71,8 +71,7 @@ where
 
     fn call(&mut self, req: Request) -> Self::Future {
         let client = self.client.unwrap_or_else(|| client_format(&req));
-        let mut inner = take_ready(&mut self.inner);
-        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(req))) {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
             Ok(fut) => Box::pin(async move {
                 Ok(AssertUnwindSafe(fut)
                     .catch_unwind()

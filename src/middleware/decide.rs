@@ -35,7 +35,7 @@ pub fn decide(requested: &Requested, t: &TriageResult) -> Arc<RouteDecision> {
 impl<B: Send + 'static> Stage<B> for DecideLayer {
     type Carry = Arc<RouteDecision>;
 
-    async fn before(&self, req: &mut Request<B>) -> Result<Arc<RouteDecision>, Response> {
+    fn before(&self, req: &mut Request<B>) -> Result<Arc<RouteDecision>, Response> {
         let (Some(requested), Some(t)) = (
             req.extensions().get::<Arc<Requested>>(),
             req.extensions().get::<TriageResult>(),

@@ -7,9 +7,7 @@
 use super::{missing, put_header, ResponseFuture};
 use crate::api::openai::ParsedRequest;
 use crate::api::ApiFormat;
-use crate::backend::{
-    Backend, BackendReply, Backends, DispatchError, EventStream, ReplyBody, UsageCell,
-};
+use crate::backend::{Backend, BackendReply, Backends, DispatchError, ReplyBody, UsageCell};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::policy::cost::Usage;
@@ -38,12 +36,22 @@ pub enum ReplyUsage {
 /// What answered, for the meter (response extension).
 #[derive(Debug, Clone)]
 pub struct Dispatched {
-    pub target: Target,
+    /// The decision whose targets were tried...
+    pub decision: Arc<RouteDecision>,
+    /// ...and the one that answered.
+    pub index: usize,
     /// `openai`, `anthropic` or `local`.
     pub backend_kind: &'static str,
     /// Time spent waiting on the backend before the answer's head.
     pub upstream_wait: Duration,
     pub usage: ReplyUsage,
+}
+
+impl Dispatched {
+    /// The target that answered.
+    pub fn target(&self) -> &Target {
+        &self.decision.targets[self.index]
+    }
 }
 
 /// The API shape of an answer's body and whether it is a stream (response
@@ -95,11 +103,12 @@ where
             let mut notes = Vec::new();
             let done = this.run(parsed, decision, &mut notes).await;
             let mut resp = match done {
-                Ok((target, kind, reply)) => {
+                Ok((index, kind, reply)) => {
+                    let target = &decision.targets[index];
                     let span = tracing::Span::current();
                     span.record("backend", target.backend.as_str());
                     span.record("model", target.model.as_str());
-                    answer(target, kind, reply)
+                    answer(decision.clone(), index, kind, reply)
                 }
                 Err(e) => e.into_response(),
             };
@@ -134,7 +143,7 @@ impl Dispatch {
         req: &ParsedRequest,
         decision: &RouteDecision,
         notes: &mut Vec<String>,
-    ) -> Result<(Target, &'static str, BackendReply), GatewayError> {
+    ) -> Result<(usize, &'static str, BackendReply), GatewayError> {
         let mut last = GatewayError::Internal("routing produced no target".into());
         for (i, target) in decision.targets.iter().enumerate() {
             let (Some(backend), Some(model)) = (
@@ -153,7 +162,7 @@ impl Dispatch {
                 Err(e) => Err(e),
             };
             let err = match outcome {
-                Ok(reply) => return Ok((target.clone(), backend.kind(), reply)),
+                Ok(reply) => return Ok((i, backend.kind(), reply)),
                 Err(e) => e,
             };
             self.metrics
@@ -183,7 +192,13 @@ impl Dispatch {
 
 /// The backend's reply as a response: its body as it came, the `x-slmgate-*`
 /// headers of what answered, `Dispatched` and `ReplyShape` in the extensions.
-fn answer(target: Target, kind: &'static str, reply: BackendReply) -> Response {
+fn answer(
+    decision: Arc<RouteDecision>,
+    index: usize,
+    kind: &'static str,
+    reply: BackendReply,
+) -> Response {
+    let target = &decision.targets[index];
     let (body, usage, content_type, streamed) = match reply.body {
         ReplyBody::Full { bytes, usage } => (
             Body::from(bytes),
@@ -192,7 +207,7 @@ fn answer(target: Target, kind: &'static str, reply: BackendReply) -> Response {
             false,
         ),
         ReplyBody::Stream { events, usage } => (
-            stream_body(events),
+            Body::from_stream(events),
             ReplyUsage::Streamed(usage),
             "text/event-stream",
             true,
@@ -212,14 +227,11 @@ fn answer(target: Target, kind: &'static str, reply: BackendReply) -> Response {
         streamed,
     });
     r.extensions_mut().insert(Dispatched {
-        target,
+        decision,
+        index,
         backend_kind: kind,
         upstream_wait: reply.upstream_wait,
         usage,
     });
     r
-}
-
-fn stream_body(events: EventStream) -> Body {
-    super::body::from_chunks(events)
 }

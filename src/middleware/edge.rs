@@ -12,7 +12,7 @@
 //! - a stream that fails after its head (the body's error) ends with the
 //!   client's error event, from the same map (`GatewayError::stream_event`).
 
-use super::body::{chunks, from_chunks};
+use super::body::{tap, Out, Tap};
 use super::dispatch::ReplyShape;
 use super::stage::{Stage, Staged};
 use crate::api::sse::{event_data, EventSplitter};
@@ -22,7 +22,6 @@ use crate::translate::{to_anthropic, to_openai, StreamTranslate};
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use futures::StreamExt;
 use http::{header, Request};
 use http_body_util::BodyExt;
 use tower::Layer;
@@ -52,7 +51,7 @@ impl<S> Layer<S> for EdgeLayer {
 impl<B: Send + 'static> Stage<B> for EdgeLayer {
     type Carry = ();
 
-    async fn before(&self, req: &mut Request<B>) -> Result<(), Response> {
+    fn before(&self, req: &mut Request<B>) -> Result<(), Response> {
         req.extensions_mut().insert(self.client);
         Ok(())
     }
@@ -125,7 +124,7 @@ pub fn whole_to(bytes: &[u8], from: ApiFormat, to: ApiFormat) -> Result<Bytes, G
 /// backend spoke the other API; a failure ends it with the client's error
 /// event instead of a broken connection.
 fn stream_to(body: Body, from: ApiFormat, client: ApiFormat) -> Body {
-    let mut translator: Option<Box<dyn StreamTranslate>> = match (from, client) {
+    let translator: Option<Box<dyn StreamTranslate>> = match (from, client) {
         (ApiFormat::OpenAi, ApiFormat::Anthropic) => {
             Some(Box::new(to_anthropic::StreamTranslator::default()))
         }
@@ -136,53 +135,83 @@ fn stream_to(body: Body, from: ApiFormat, client: ApiFormat) -> Body {
         }
         _ => None,
     };
-    let s = async_stream::stream! {
-        let mut inner = chunks(body);
-        let mut splitter = EventSplitter::default();
-        while let Some(item) = inner.next().await {
-            let chunk = match item {
-                Ok(c) => c,
-                Err(e) => {
-                    yield Ok::<_, GatewayError>(e.stream_event(client));
-                    return;
-                }
-            };
-            let Some(t) = translator.as_mut() else {
-                yield Ok(chunk);
+    tap(
+        body,
+        ClientStream {
+            client,
+            translator,
+            splitter: EventSplitter::default(),
+            ended: false,
+        },
+    )
+}
+
+/// Puts a stream into the client's shape as it passes.
+struct ClientStream {
+    client: ApiFormat,
+    translator: Option<Box<dyn StreamTranslate>>,
+    splitter: EventSplitter,
+    /// An error event went out: nothing more.
+    ended: bool,
+}
+
+impl ClientStream {
+    fn fail(&mut self, e: &GatewayError, out: &mut Out) {
+        out.push_back(e.stream_event(self.client));
+        self.ended = true;
+    }
+}
+
+impl Tap for ClientStream {
+    fn data(&mut self, chunk: Bytes, out: &mut Out) {
+        if self.ended {
+            return;
+        }
+        let Some(t) = self.translator.as_mut() else {
+            out.push_back(chunk);
+            return;
+        };
+        for ev in self.splitter.push(&chunk) {
+            let Some(data) = event_data(&ev) else {
                 continue;
             };
-            for ev in splitter.push(&chunk) {
-                let Some(data) = event_data(&ev) else { continue };
-                match t.push(&data) {
-                    Ok(out) => for b in out { yield Ok(b); },
-                    Err(e) => {
-                        yield Ok(e.stream_event(client));
-                        return;
-                    }
-                }
+            match t.push(&data) {
+                Ok(events) => out.extend(events),
+                Err(e) => return self.fail(&e, out),
             }
         }
-        if let Some(t) = translator.as_mut() {
+    }
+
+    fn failed(&mut self, e: GatewayError, out: &mut Out) -> Option<GatewayError> {
+        if !self.ended {
+            self.fail(&e, out);
+        }
+        None
+    }
+
+    fn end(&mut self, out: &mut Out) {
+        if self.ended {
+            return;
+        }
+        if let Some(t) = self.translator.as_mut() {
             match t.finish() {
-                Ok(out) => for b in out { yield Ok(b); },
-                Err(e) => yield Ok(e.stream_event(client)),
+                Ok(events) => out.extend(events),
+                Err(e) => self.fail(&e, out),
             }
         }
-    };
-    from_chunks(s)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::middleware::body::from_chunks;
     use axum::extract::Request;
     use serde_json::json;
     use std::convert::Infallible;
     use tower::ServiceExt;
 
     fn streamed(events: Vec<Result<Bytes, GatewayError>>) -> Response {
-        let mut r = Response::new(from_chunks(futures::stream::iter(events)));
+        let mut r = Response::new(Body::from_stream(futures::stream::iter(events)));
         r.extensions_mut().insert(ReplyShape {
             format: ApiFormat::OpenAi,
             streamed: true,

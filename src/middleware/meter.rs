@@ -6,17 +6,17 @@
 //! latency, time to first token, the gateway's own overhead, and the
 //! `x-slmgate-cost-usd` / `x-slmgate-overhead-ms` headers.
 
-use super::body::{chunks, from_chunks};
+use super::body::{tap, Out, Tap};
 use super::dispatch::{Dispatched, ReplyUsage};
 use super::stage::{Stage, Staged};
 use super::{put_header, Started};
-use crate::error::failure;
+use crate::error::{failure, GatewayError};
 use crate::metrics::Metrics;
 use crate::policy::cost::{self, Prices, Usage};
 use crate::policy::{RouteDecision, Target};
 use axum::body::Body;
 use axum::response::Response;
-use futures::StreamExt;
+use bytes::Bytes;
 use http::{Request, StatusCode};
 use rust_decimal::Decimal;
 use std::sync::Arc;
@@ -50,7 +50,7 @@ impl<B: Send + 'static> Stage<B> for MeterLayer {
     /// When the request arrived.
     type Carry = Instant;
 
-    async fn before(&self, req: &mut Request<B>) -> Result<Instant, Response> {
+    fn before(&self, req: &mut Request<B>) -> Result<Instant, Response> {
         Ok(req
             .extensions()
             .get::<Started>()
@@ -65,15 +65,24 @@ impl<B: Send + 'static> Stage<B> for MeterLayer {
 /// One request's meter readings, recorded once.
 struct Reading {
     m: MeterLayer,
-    route: String,
-    target: Option<Target>,
+    /// The route taken (none when the request failed before decide).
+    decision: Option<Arc<RouteDecision>>,
+    /// Which of its targets answered.
+    answered: Option<usize>,
     started: Instant,
 }
 
 impl Reading {
+    fn route(&self) -> &str {
+        self.decision.as_ref().map_or("none", |d| d.route.as_str())
+    }
+
+    fn target(&self) -> Option<&Target> {
+        self.decision.as_ref()?.targets.get(self.answered?)
+    }
+
     fn labels(&self) -> (&str, &str) {
-        self.target
-            .as_ref()
+        self.target()
             .map_or(("none", "none"), |t| (t.backend.as_str(), t.model.as_str()))
     }
 
@@ -84,9 +93,9 @@ impl Reading {
         let (b, model) = self.labels();
         metrics
             .requests
-            .with_label_values(&[self.route.as_str(), b, model, status.as_str()])
+            .with_label_values(&[self.route(), b, model, status.as_str()])
             .inc();
-        let (Some(t), Some(usage)) = (&self.target, usage) else {
+        let (Some(t), Some(usage)) = (self.target(), usage) else {
             return Decimal::ZERO;
         };
         let (paid, saved) = self.m.prices.cost(t, usage);
@@ -125,22 +134,18 @@ impl Reading {
 
 impl MeterLayer {
     fn answer(&self, mut resp: Response, started: Instant) -> Response {
-        let route = resp
-            .extensions()
-            .get::<Arc<RouteDecision>>()
-            .map_or_else(|| "none".to_string(), |d| d.route.clone());
         let dispatched = resp.extensions().get::<Dispatched>().cloned();
         let mut reading = Reading {
             m: self.clone(),
-            route,
-            target: None,
+            decision: resp.extensions().get::<Arc<RouteDecision>>().cloned(),
+            answered: None,
             started,
         };
         let Some(d) = dispatched.filter(|_| failure(&resp).is_none()) else {
             reading.record(None, resp.status());
             return resp;
         };
-        reading.target = Some(d.target);
+        reading.answered = Some(d.index);
         let overhead = started.elapsed().saturating_sub(d.upstream_wait);
         self.metrics.overhead.observe(overhead.as_secs_f64());
         put_header(
@@ -168,26 +173,45 @@ impl MeterLayer {
 }
 
 /// Records a stream exactly once: when it ends, fails, or is dropped early
-/// because the client went away.
-struct StreamGuard {
+/// because the client went away. TTFT at its first chunk.
+struct StreamMeter {
     reading: Reading,
     usage: Arc<crate::backend::UsageCell>,
+    first: bool,
     /// The status to count: 200 once the stream ended, the error's status
     /// once it failed; 499 while neither happened.
     outcome: Option<StatusCode>,
 }
 
-impl StreamGuard {
-    /// The stream ended (`OK`) or failed (the error's status).
-    fn end(&mut self, status: StatusCode) {
-        self.outcome = Some(status);
+impl Tap for StreamMeter {
+    fn data(&mut self, chunk: Bytes, out: &mut Out) {
+        if std::mem::take(&mut self.first) {
+            self.reading.ttft();
+        }
+        out.push_back(chunk);
+    }
+
+    fn failed(&mut self, e: GatewayError, _: &mut Out) -> Option<GatewayError> {
+        let (b, _) = self.reading.labels();
+        self.reading
+            .m
+            .metrics
+            .upstream_errors
+            .with_label_values(&[b, "mid_stream"])
+            .inc();
+        self.outcome = Some(e.status());
+        Some(e)
+    }
+
+    fn end(&mut self, _: &mut Out) {
+        self.outcome = Some(StatusCode::OK);
     }
 }
 
-impl Drop for StreamGuard {
+impl Drop for StreamMeter {
     fn drop(&mut self) {
         let status = self.outcome.unwrap_or_else(|| {
-            tracing::info!(route = %self.reading.route, "client disconnected mid-stream");
+            tracing::info!(route = %self.reading.route(), "client disconnected mid-stream");
             StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
         });
         // Usage so far (a stream that failed or was cut still used tokens).
@@ -198,32 +222,13 @@ impl Drop for StreamGuard {
 
 /// The stream's chunks as they pass: TTFT at the first, the reading at the end.
 fn metered(body: Body, reading: Reading, usage: Arc<crate::backend::UsageCell>) -> Body {
-    let mut guard = StreamGuard {
-        reading,
-        usage,
-        outcome: None,
-    };
-    let s = async_stream::stream! {
-        let mut inner = chunks(body);
-        let mut first = true;
-        while let Some(item) = inner.next().await {
-            match item {
-                Ok(chunk) => {
-                    if std::mem::take(&mut first) {
-                        guard.reading.ttft();
-                    }
-                    yield Ok(chunk);
-                }
-                Err(e) => {
-                    let (b, _) = guard.reading.labels();
-                    guard.reading.m.metrics.upstream_errors.with_label_values(&[b, "mid_stream"]).inc();
-                    guard.end(e.status());
-                    yield Err(e);
-                    return;
-                }
-            }
-        }
-        guard.end(StatusCode::OK);
-    };
-    from_chunks(s)
+    tap(
+        body,
+        StreamMeter {
+            reading,
+            usage,
+            first: true,
+            outcome: None,
+        },
+    )
 }

@@ -46,7 +46,7 @@ impl<S> Layer<S> for ParseLayer {
 impl Stage<Bytes> for ParseLayer {
     type Carry = ();
 
-    async fn before(&self, req: &mut Request<Bytes>) -> Result<(), Response> {
+    fn before(&self, req: &mut Request<Bytes>) -> Result<(), Response> {
         let span = tracing::debug_span!("parse");
         let (parsed, requested) = span
             .in_scope(|| self.parse(req))

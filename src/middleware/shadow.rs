@@ -5,7 +5,7 @@
 //! cosine similarity of their MiniLM embeddings and agreement is exported
 //! as metrics: the quality cost of the money saved, on live traffic.
 
-use super::body::{chunks, from_chunks};
+use super::body::{tap, Out, Tap};
 use super::dispatch::{Dispatched, ReplyShape};
 use super::stage::{Stage, Staged};
 use crate::api::openai::ParsedRequest;
@@ -13,12 +13,12 @@ use crate::api::sse::event_data;
 use crate::backend::{Backends, ReplyBody};
 use crate::classifier::serve::Triager;
 use crate::config::Policy;
+use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::policy::cost::{self, Prices};
 use crate::policy::Target;
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
 use http::Request;
 use serde_json::Value;
 use std::sync::Arc;
@@ -90,7 +90,7 @@ impl<B: Send + 'static> Stage<B> for ShadowLayer {
     /// The request, when this one is sampled.
     type Carry = Option<ParsedRequest>;
 
-    async fn before(&self, req: &mut Request<B>) -> Result<Option<ParsedRequest>, Response> {
+    fn before(&self, req: &mut Request<B>) -> Result<Option<ParsedRequest>, Response> {
         // Drawn before the answer is known; only local answers are shadowed,
         // so the sampled share of local answers is still `sample_rate`.
         Ok(self
@@ -120,24 +120,39 @@ fn tee(resp: Response, shadow: Arc<Shadow>, req: ParsedRequest) -> Response {
         .get::<ReplyShape>()
         .is_some_and(|s| s.streamed);
     let (parts, body) = resp.into_parts();
-    let s = async_stream::stream! {
-        let mut inner = chunks(body);
-        let mut copy = BytesMut::new();
-        while let Some(item) = inner.next().await {
-            match item {
-                Ok(c) => {
-                    copy.extend_from_slice(&c);
-                    yield Ok(c);
-                }
-                Err(e) => {
-                    yield Err(e);
-                    return; // a failed answer is not compared
-                }
-            }
-        }
-        spawn(shadow, req, answer_text(&copy.freeze(), streamed));
+    let copy = Copy {
+        sample: Some((shadow, req)),
+        copy: BytesMut::new(),
+        streamed,
     };
-    Response::from_parts(parts, from_chunks(s))
+    Response::from_parts(parts, tap(body, copy))
+}
+
+/// A copy of the answer as it passes, shadowed when the answer ended.
+struct Copy {
+    sample: Option<(Arc<Shadow>, ParsedRequest)>,
+    copy: BytesMut,
+    streamed: bool,
+}
+
+impl Tap for Copy {
+    fn data(&mut self, chunk: Bytes, out: &mut Out) {
+        self.copy.extend_from_slice(&chunk);
+        out.push_back(chunk);
+    }
+
+    /// A failed answer is not compared.
+    fn failed(&mut self, e: GatewayError, _: &mut Out) -> Option<GatewayError> {
+        self.sample = None;
+        Some(e)
+    }
+
+    fn end(&mut self, _: &mut Out) {
+        if let Some((shadow, req)) = self.sample.take() {
+            let text = answer_text(&std::mem::take(&mut self.copy).freeze(), self.streamed);
+            spawn(shadow, req, text);
+        }
+    }
 }
 
 /// The assistant text of a whole OpenAI answer, or of its chunk stream.

@@ -1,11 +1,14 @@
-//! The shape most stages share: work on the request before the rest of the
+//! The shape most stages share: look at the request before the rest of the
 //! chain runs — or answer it right there — then work on the answer on its
 //! way out. A stage says what it does in those two places (`Stage`);
 //! `Staged` is the one tower `Service` that runs any of them around the
 //! next service, and each stage's `...Layer` is the tower `Layer` that puts
-//! it into a chain.
+//! it into a chain. `before` does not wait on anything, so the next
+//! service is called right away, from `call` (no clone of the chain below
+//! per request); stages that must wait first (reading the body, triage on
+//! the blocking pool) have services of their own.
 
-use super::{take_ready, ResponseFuture};
+use super::ResponseFuture;
 use axum::response::Response;
 use http::Request;
 use std::convert::Infallible;
@@ -19,10 +22,7 @@ pub trait Stage<B>: Clone + Send + Sync + 'static {
 
     /// Runs first. `Err(response)` answers the request without the rest of
     /// the chain (an error response, a cached answer, ...).
-    fn before(
-        &self,
-        req: &mut Request<B>,
-    ) -> impl Future<Output = Result<Self::Carry, Response>> + Send;
+    fn before(&self, req: &mut Request<B>) -> Result<Self::Carry, Response>;
 
     /// Runs on the answer of the rest of the chain.
     fn after(&self, carry: Self::Carry, resp: Response) -> impl Future<Output = Response> + Send;
@@ -57,14 +57,14 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let carry = match self.stage.before(&mut req) {
+            Ok(c) => c,
+            Err(answer) => return Box::pin(std::future::ready(Ok(answer))),
+        };
+        let next = self.inner.call(req);
         let stage = self.stage.clone();
-        let mut inner = take_ready(&mut self.inner);
         Box::pin(async move {
-            let carry = match stage.before(&mut req).await {
-                Ok(c) => c,
-                Err(answer) => return Ok(answer),
-            };
-            let Ok(resp) = inner.call(req).await;
+            let Ok(resp) = next.await;
             Ok(stage.after(carry, resp).await)
         })
     }
