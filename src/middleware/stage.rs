@@ -22,6 +22,9 @@ pub trait Stage<B>: Clone + Send + Sync + 'static {
 
     /// Runs first. `Err(response)` answers the request without the rest of
     /// the chain (an error response, a cached answer, ...).
+    // The early answer is a whole `Response` by design (it is what the
+    // chain returns); it is the rare path, so its size costs nothing.
+    #[allow(clippy::result_large_err)]
     fn before(&self, req: &mut Request<B>) -> Result<Self::Carry, Response>;
 
     /// Runs on the answer of the rest of the chain.
