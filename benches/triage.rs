@@ -97,6 +97,10 @@ fn bench(c: &mut Criterion) {
     c.bench_function("tokenize_300_chars", |b| {
         b.iter(|| t.encoder().tokenize(QUICK_PROMPT))
     });
+    // The same through the `tokenizers` crate (what the quick path used before).
+    c.bench_function("tokenize_full_300_chars", |b| {
+        b.iter(|| t.encoder().tokenize_full(QUICK_PROMPT))
+    });
 }
 
 /// A typical short chat prompt, exactly 300 characters.
