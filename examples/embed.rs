@@ -18,7 +18,6 @@
 //! ```
 //! An OpenAI SDK points its base URL at `http://127.0.0.1:3000/llm/v1`.
 
-use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post_service};
@@ -26,6 +25,7 @@ use axum::Router;
 use bytes::Bytes;
 use http::StatusCode;
 use slmgate::classifier::TriageResult;
+use slmgate::error::GatewayError;
 use slmgate::middleware::decide::DecideLayer;
 use slmgate::middleware::parse::ParseLayer;
 use slmgate::middleware::read_body::ReadBodyLayer;
@@ -104,15 +104,10 @@ where
         if req.headers().contains_key("x-team") {
             return Box::pin(self.inner.call(req));
         }
-        let body = serde_json::json!({"error": {
-            "message": "name your team in the x-team header",
-            "type": "invalid_request_error", "param": null, "code": "missing_team"}});
-        let mut r = Response::new(Body::from(body.to_string()));
-        *r.status_mut() = StatusCode::UNAUTHORIZED;
-        r.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
+        // A `GatewayError` answer: slmgate's edge above this layer renders it
+        // in the client's format (OpenAI or Anthropic) and the meter counts it.
+        let r = GatewayError::Unauthorized("name your team in the x-team header".into())
+            .into_response();
         Box::pin(async move { Ok(r) })
     }
 }

@@ -37,6 +37,9 @@ pub enum GatewayError {
     MethodNotAllowed { method: String, path: String },
     #[error("{0}")]
     Unsupported(String),
+    /// The caller is not allowed in (a missing or wrong credential).
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{message}")]
     QueueFull {
         message: String,
@@ -56,6 +59,16 @@ pub enum GatewayError {
         body: Bytes,
         format: ApiFormat,
     },
+    /// The upstream reported a failure inside its event stream: its own
+    /// `error` object, passed on unchanged to clients of its API and
+    /// translated for the other.
+    #[error("{message}")]
+    UpstreamStreamError {
+        status: StatusCode,
+        error: Box<Value>,
+        format: ApiFormat,
+        message: String,
+    },
     #[error("{0}")]
     Internal(String),
 }
@@ -64,6 +77,7 @@ pub enum GatewayError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     BadRequest,
+    Unauthorized,
     NotFound,
     TooLarge,
     RateLimited,
@@ -78,6 +92,7 @@ impl ErrorKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::BadRequest => "bad_request",
+            ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::NotFound => "not_found",
             ErrorKind::TooLarge => "too_large",
             ErrorKind::RateLimited => "rate_limited",
@@ -108,6 +123,7 @@ impl GatewayError {
             | GatewayError::InvalidRequest { .. }
             | GatewayError::Unsupported(_) => StatusCode::BAD_REQUEST,
             GatewayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            GatewayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             GatewayError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::ModelNotFound(_) | GatewayError::NotFound { .. } => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -115,7 +131,8 @@ impl GatewayError {
             GatewayError::BackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
-            GatewayError::UpstreamClientError { status, .. } => *status,
+            GatewayError::UpstreamClientError { status, .. }
+            | GatewayError::UpstreamStreamError { status, .. } => *status,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -128,12 +145,19 @@ impl GatewayError {
             | GatewayError::UnsupportedMediaType(_)
             | GatewayError::MethodNotAllowed { .. } => ErrorKind::BadRequest,
             GatewayError::PayloadTooLarge(_) => ErrorKind::TooLarge,
+            GatewayError::Unauthorized(_) => ErrorKind::Unauthorized,
             GatewayError::ModelNotFound(_) | GatewayError::NotFound { .. } => ErrorKind::NotFound,
             GatewayError::QueueFull { .. } => ErrorKind::RateLimited,
             GatewayError::BackendUnavailable(_) => ErrorKind::Unavailable,
             GatewayError::UpstreamTimeout(_) => ErrorKind::Timeout,
             GatewayError::UpstreamFailed(_) => ErrorKind::Upstream,
             GatewayError::UpstreamClientError { .. } => ErrorKind::UpstreamClient,
+            GatewayError::UpstreamStreamError { status, .. } => match status.as_u16() {
+                429 => ErrorKind::RateLimited,
+                503 => ErrorKind::Unavailable,
+                504 => ErrorKind::Timeout,
+                _ => ErrorKind::Upstream,
+            },
             GatewayError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -148,6 +172,7 @@ impl GatewayError {
                 ("invalid_request_error", "unsupported_media_type")
             }
             GatewayError::PayloadTooLarge(_) => ("invalid_request_error", "payload_too_large"),
+            GatewayError::Unauthorized(_) => ("invalid_request_error", "invalid_api_key"),
             GatewayError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
             GatewayError::NotFound { .. } => ("invalid_request_error", "unknown_url"),
             GatewayError::MethodNotAllowed { .. } => {
@@ -158,6 +183,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout(_) => ("timeout_error", "upstream_timeout"),
             GatewayError::UpstreamFailed(_) => ("upstream_error", "upstream_failed"),
             GatewayError::UpstreamClientError { .. } => ("invalid_request_error", "upstream_error"),
+            GatewayError::UpstreamStreamError { .. } => ("upstream_error", "upstream_failed"),
             GatewayError::Internal(_) => ("server_error", "internal_error"),
         }
     }
@@ -187,6 +213,25 @@ impl GatewayError {
             }
             (GatewayError::UpstreamClientError { body, .. }, ApiFormat::Anthropic) => {
                 Some(anthropic_from_openai_error(status, body))
+            }
+            (GatewayError::UpstreamStreamError { error, format, .. }, c) => {
+                Some(match (format, c) {
+                    (ApiFormat::OpenAi, ApiFormat::OpenAi) => json!({ "error": error }),
+                    (ApiFormat::Anthropic, ApiFormat::Anthropic) => {
+                        json!({"type": "error", "error": error})
+                    }
+                    (ApiFormat::Anthropic, ApiFormat::OpenAi) => json!({"error": {
+                    "message": error.get("message").cloned().unwrap_or(Value::Null),
+                    "type": error.get("type").cloned().unwrap_or_else(|| "upstream_error".into()),
+                    "param": null, "code": null}}),
+                    (ApiFormat::OpenAi, ApiFormat::Anthropic) => anthropic_error_body(
+                        status,
+                        error
+                            .get("message")
+                            .and_then(Value::as_str)
+                            .unwrap_or("upstream error"),
+                    ),
+                })
             }
             (_, ApiFormat::OpenAi) => Some(self.openai_body()),
             (_, ApiFormat::Anthropic) => Some(anthropic_error_body(status, &self.to_string())),
@@ -231,19 +276,24 @@ impl GatewayError {
     }
 
     /// An error an upstream reported inside its event stream (Anthropic's
-    /// `error` event, an OpenAI `{"error": ...}` chunk), from its JSON.
-    /// `source` names who failed ("backend `claude`", "the upstream").
-    pub fn from_stream_error(source: &str, error: &Value) -> GatewayError {
-        let msg = error
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or("upstream error");
-        let ty = error.get("type").and_then(Value::as_str).unwrap_or("error");
-        let msg = format!("{source} failed mid-stream ({ty}): {msg}");
-        match ty {
-            "overloaded_error" => GatewayError::BackendUnavailable(msg),
-            "timeout_error" => GatewayError::UpstreamTimeout(msg),
-            _ => GatewayError::UpstreamFailed(msg),
+    /// `error` event, an OpenAI `{"error": ...}` chunk): its `error` object,
+    /// in `format`'s shape. `source` names who failed ("backend `claude`",
+    /// "the upstream").
+    pub fn from_stream_error(source: &str, error: &Value, format: ApiFormat) -> GatewayError {
+        let field = |k: &str| error.get(k).and_then(Value::as_str);
+        let msg = field("message").unwrap_or("upstream error");
+        let ty = field("type").or_else(|| field("code")).unwrap_or("error");
+        let status = match ty {
+            "overloaded_error" => StatusCode::SERVICE_UNAVAILABLE,
+            "timeout_error" => StatusCode::GATEWAY_TIMEOUT,
+            "rate_limit_error" | "rate_limit_exceeded" => StatusCode::TOO_MANY_REQUESTS,
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        GatewayError::UpstreamStreamError {
+            status,
+            error: Box::new(error.clone()),
+            format,
+            message: format!("{source} failed mid-stream ({ty}): {msg}"),
         }
     }
 }
@@ -352,12 +402,25 @@ mod tests {
         let failed = GatewayError::UpstreamFailed("gone".into());
         let a = String::from_utf8_lossy(&failed.stream_event(ApiFormat::Anthropic)).into_owned();
         assert!(a.contains("api_error"), "{a}");
-        let e = GatewayError::from_stream_error(
-            "backend `claude`",
-            &json!({"type": "overloaded_error", "message": "Overloaded"}),
-        );
+        let upstream = json!({"type": "overloaded_error", "message": "Overloaded"});
+        let e =
+            GatewayError::from_stream_error("backend `claude`", &upstream, ApiFormat::Anthropic);
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(e.to_string().contains("Overloaded"));
+        // Clients of the upstream's API get its error object unchanged.
+        let a = String::from_utf8_lossy(&e.stream_event(ApiFormat::Anthropic)).into_owned();
+        let v: Value =
+            serde_json::from_str(a.trim().trim_start_matches("event: error\ndata: ")).unwrap();
+        assert_eq!(v, json!({"type": "error", "error": upstream}));
+        let o = String::from_utf8_lossy(&e.stream_event(ApiFormat::OpenAi)).into_owned();
+        let v: Value = serde_json::from_str(o.trim().trim_start_matches("data: ")).unwrap();
+        assert_eq!(v["error"]["type"], "overloaded_error");
+        let limited =
+            json!({"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"});
+        let e = GatewayError::from_stream_error("backend `x`", &limited, ApiFormat::OpenAi);
+        assert_eq!(e.status(), StatusCode::BAD_GATEWAY, "type wins over code");
+        let o = String::from_utf8_lossy(&e.stream_event(ApiFormat::OpenAi)).into_owned();
+        assert!(o.contains("rate_limit_exceeded"), "passed through: {o}");
     }
 
     #[test]

@@ -12,13 +12,12 @@ use crate::middleware::edge::EdgeLayer;
 use crate::middleware::meter::MeterLayer;
 use crate::middleware::parse::ParseLayer;
 use crate::middleware::read_body::ReadBodyLayer;
-use crate::middleware::shadow::{Shadow, ShadowLayer};
+use crate::middleware::shadow::ShadowLayer;
 use crate::middleware::triage::TriageLayer;
 use crate::state::AppState;
 use axum::extract::Request;
 use axum::response::Response;
 use std::convert::Infallible;
-use std::sync::Arc;
 use tower::layer::util::Identity;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceBuilder};
@@ -42,13 +41,6 @@ where
         Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
     <L::Service as Service<Request>>::Future: Send + 'static,
 {
-    let shadow = Shadow::from_policy(
-        &state.policy,
-        state.backends.clone(),
-        state.triage.clone(),
-        state.metrics.clone(),
-        state.prices.clone(),
-    );
     let chain = ServiceBuilder::new()
         // Outermost: every request gets its id and tracing span first, and
         // is logged once with what the layers below left in the response.
@@ -81,7 +73,7 @@ where
         .layer(DecideLayer)
         // Only when the policy configures it: tees local answers on their
         // way out, after dispatch has said which backend answered.
-        .option_layer(shadow.map(|s| ShadowLayer::new(Arc::new(s))))
+        .option_layer(state.shadow.clone().map(ShadowLayer::new))
         // The leaf: backends with fallbacks.
         .service(Dispatch::new(state.backends.clone(), state.metrics.clone()));
     BoxCloneSyncService::new(chain)

@@ -9,6 +9,7 @@ use crate::classifier::{
 };
 use crate::config::{Policy, TriageKind};
 use crate::metrics::Metrics;
+use crate::middleware::shadow::Shadow;
 use crate::policy::cost::Prices;
 use crate::policy::Routing;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Model prices and the reference model's (what always-cloud would cost).
     pub prices: Arc<Prices>,
+    /// Shadow sampling, when the policy configures it: one per gateway, so
+    /// `max_in_flight` holds across its chat paths.
+    pub shadow: Option<Arc<Shadow>>,
 }
 
 /// Where the outside world comes in: environment lookups and the models dir.
@@ -74,12 +78,23 @@ impl AppState {
         };
         let backends = Backends::new(policy.clone(), &env, &metrics, opts.start_local)?;
         let engine = build_triage(&policy, &env.models_dir)?;
-        let triage = Triager::new(engine, &policy.triage, metrics.clone());
+        let triage = Arc::new(Triager::new(engine, &policy.triage, metrics.clone()));
+        let backends = Arc::new(backends);
+        let prices = Arc::new(Prices::new(policy.clone()));
+        let shadow = Shadow::from_policy(
+            &policy,
+            backends.clone(),
+            triage.clone(),
+            metrics.clone(),
+            prices.clone(),
+        )
+        .map(Arc::new);
         Ok(Arc::new(AppState {
-            prices: Arc::new(Prices::new(policy.clone())),
             routing: Arc::new(Routing::new(&policy)),
-            triage: Arc::new(triage),
-            backends: Arc::new(backends),
+            triage,
+            backends,
+            prices,
+            shadow,
             policy,
             metrics,
         }))

@@ -66,11 +66,18 @@ async fn the_example_mounts_slmgate_next_to_its_own_routes_and_layer() {
     let body = chat("auto", "What is the capital of Japan?");
     let r = send(&app, post_json("/llm/v1/chat/completions", &body)).await;
     assert_eq!(r.status, 401, "{}", r.body);
-    assert_eq!(r.json()["error"]["code"], "missing_team");
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("x-team"), "{msg}");
     assert!(
         !r.header("x-request-id").is_empty(),
         "the access log above it ran"
     );
+    // ... answered in the client's format: Anthropic's error shape on /v1/messages.
+    let anthropic = json!({"model": "gpt-4o-mini", "max_tokens": 5,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let r = send(&app, post_json("/llm/v1/messages", &anthropic)).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.json()["error"]["type"], "authentication_error");
 
     // With it, the request is routed, answered and metered.
     let mut req = post_json("/llm/v1/chat/completions", &body);
@@ -116,7 +123,7 @@ async fn the_example_mounts_slmgate_next_to_its_own_routes_and_layer() {
     .body;
     assert!(
         m.contains(
-            r#"slmgate_requests_total{backend="none",model="none",route="none",status="401"} 1"#
+            r#"slmgate_requests_total{backend="none",model="none",route="none",status="401"} 2"#
         ),
         "{m}"
     );

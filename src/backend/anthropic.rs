@@ -111,6 +111,17 @@ fn rename(e: GatewayError, backend: &str) -> GatewayError {
         GatewayError::UpstreamFailed(m) => GatewayError::UpstreamFailed(named(m)),
         GatewayError::UpstreamTimeout(m) => GatewayError::UpstreamTimeout(named(m)),
         GatewayError::BackendUnavailable(m) => GatewayError::BackendUnavailable(named(m)),
+        GatewayError::UpstreamStreamError {
+            status,
+            error,
+            format,
+            message,
+        } => GatewayError::UpstreamStreamError {
+            status,
+            error,
+            format,
+            message: named(message),
+        },
         e => e,
     }
 }
@@ -135,7 +146,11 @@ impl EventMapper for Native {
                 Some("error") => {
                     self.done = true;
                     let source = format!("backend `{}`", self.backend);
-                    return Err(GatewayError::from_stream_error(&source, &v["error"]));
+                    return Err(GatewayError::from_stream_error(
+                        &source,
+                        &v["error"],
+                        ApiFormat::Anthropic,
+                    ));
                 }
                 _ => {}
             }

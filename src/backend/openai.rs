@@ -6,29 +6,15 @@ use super::http::{Auth, EventMapper, Upstream};
 use super::sse::{self, Filtered};
 use super::{BackendReply, DispatchError, ReplyBody};
 use crate::api::openai::ParsedRequest;
-use crate::api::sse::DONE;
 use crate::api::ApiFormat;
 use crate::config::Cloud;
 use crate::error::GatewayError;
 use crate::policy::cost::Usage;
 use bytes::Bytes;
-use serde::Deserialize;
 use serde_json::Value;
 
 pub struct OpenAiBackend {
     up: Upstream,
-}
-
-#[derive(Deserialize)]
-struct UsageOnly {
-    usage: Option<UsageJson>,
-}
-#[derive(Deserialize)]
-struct UsageJson {
-    #[serde(default)]
-    prompt_tokens: u64,
-    #[serde(default)]
-    completion_tokens: u64,
 }
 
 /// Forward OpenAI events; record usage, strip the usage chunk when the
@@ -43,15 +29,24 @@ struct PassThrough {
 
 impl EventMapper for PassThrough {
     fn event(&mut self, event: Bytes) -> Result<Vec<Bytes>, GatewayError> {
-        self.done |= event.starts_with(DONE);
+        self.done |= sse::is_done(&event);
         match sse::filter_openai_event(event, self.wants_usage, &mut self.usage) {
             Filtered::Forward(b) => Ok(vec![b]),
             Filtered::Drop => Ok(vec![]),
             Filtered::Failed(e) => {
                 let source = format!("backend `{}`", self.backend);
-                Err(GatewayError::from_stream_error(&source, &e))
+                Err(GatewayError::from_stream_error(
+                    &source,
+                    &e,
+                    ApiFormat::OpenAi,
+                ))
             }
         }
+    }
+
+    /// `[DONE]` came: the answer is complete, stop reading.
+    fn is_done(&self) -> bool {
+        self.done
     }
 
     /// A stream that ends without `[DONE]` was cut off.
@@ -137,7 +132,7 @@ impl OpenAiBackend {
         let bytes = self.up.read_full(sent).await?;
         // An answer that is not JSON is the upstream's failure (502, or the
         // next fallback), never an empty success — whatever the client speaks.
-        let usage = serde_json::from_slice::<UsageOnly>(&bytes)
+        let usage = serde_json::from_slice::<Value>(&bytes)
             .map_err(|e| {
                 DispatchError::retryable(
                     "bad_response",
@@ -146,13 +141,8 @@ impl OpenAiBackend {
                         self.up.name
                     )),
                 )
-            })?
-            .usage
-            .map(|u| Usage {
-                prompt_tokens: u.prompt_tokens,
-                completion_tokens: u.completion_tokens,
             })
-            .unwrap_or_default();
+            .map(|v| sse::usage_of(&v).unwrap_or_default())?;
         Ok(BackendReply {
             format: ApiFormat::OpenAi,
             body: ReplyBody::Full { bytes, usage },

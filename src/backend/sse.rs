@@ -6,7 +6,14 @@ use crate::policy::cost::Usage;
 use bytes::Bytes;
 use serde_json::Value;
 
-/// Usage found in an OpenAI chunk, if any.
+/// Whether an OpenAI stream event is the final `data: [DONE]` (any line
+/// ending, with or without the space).
+pub fn is_done(event: &[u8]) -> bool {
+    // Only short events can be it: no parsing of ordinary chunks.
+    event.len() <= 32 && event_data(event).is_some_and(|d| d.trim() == "[DONE]")
+}
+
+/// Usage found in an OpenAI chunk, if any (a missing or null count is 0).
 pub fn usage_of(v: &Value) -> Option<Usage> {
     let u = v.get("usage")?.as_object()?;
     Some(Usage {
@@ -120,6 +127,16 @@ mod tests {
             Filtered::Forward(b) => assert!(!contains(&b, b"usage")),
             other => panic!("must keep the choices: {other:?}"),
         }
+        assert!(is_done(b"data: [DONE]\r\n\r\n") && is_done(b"data:[DONE]\n\n"));
+        assert!(!is_done(b"data: {\"choices\":[]}\n\n"));
+        let lenient = serde_json::json!({"usage": {"prompt_tokens": 3, "completion_tokens": null}});
+        assert_eq!(
+            usage_of(&lenient),
+            Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 0
+            })
+        );
         let null_usage = Bytes::from_static(b"data: {\"choices\":[{}],\"usage\":null}\n\n");
         let err = Bytes::from_static(b"data: {\"error\":{\"message\":\"boom\"}}\n\n");
         match filter_openai_event(err, false, &mut u) {

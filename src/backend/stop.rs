@@ -36,36 +36,46 @@ impl StopFilter {
             return delta.to_string();
         }
         self.held.push_str(delta);
-        if let Some(pos) = self
+        // Where a stop string could still begin: a suffix of the held text
+        // that is a prefix of some stop (the longest suffix starts earliest).
+        let pending = self
+            .stops
+            .iter()
+            .map(|s| self.held.len() - longest_suffix_prefix(&self.held, s))
+            .min()
+            .unwrap_or(self.held.len());
+        let found = self
             .stops
             .iter()
             .filter_map(|s| self.held.find(s.as_str()))
-            .min()
-        {
-            self.stopped = true;
-            let out = self.held[..pos].to_string();
-            self.held.clear();
-            return out;
+            .min();
+        match found {
+            // A whole stop string, and no other one could begin before it.
+            Some(pos) if pos <= pending => {
+                self.stopped = true;
+                let out = self.held[..pos].to_string();
+                self.held.clear();
+                out
+            }
+            // Nothing can stop before `pending` (a stop found after it may
+            // still lose to a longer one that begins there): release the rest.
+            _ => {
+                let out = self.held[..pending].to_string();
+                self.held.drain(..pending);
+                out
+            }
         }
-        // Keep the longest suffix that is a prefix of some stop string.
-        let keep = self
-            .stops
-            .iter()
-            .map(|s| longest_suffix_prefix(&self.held, s))
-            .max()
-            .unwrap_or(0);
-        let cut = self.held.len() - keep;
-        let out = self.held[..cut].to_string();
-        self.held.drain(..cut);
-        out
     }
 
-    /// The generation ended: release whatever was held back.
+    /// The generation ended: release whatever was held back, up to a stop
+    /// string it holds.
     pub fn finish(&mut self) -> String {
         if self.stopped {
             return String::new();
         }
-        std::mem::take(&mut self.held)
+        let mut rest = std::mem::take(&mut self.held);
+        self.stopped = cut_at_stop(&mut rest, &self.stops);
+        rest
     }
 }
 
@@ -116,6 +126,17 @@ mod tests {
         let mut g = StopFilter::new(&["END".into()]);
         let s = g.push("hello EN") + &g.finish();
         assert_eq!(s, "hello EN", "held text is released at the end");
+    }
+
+    /// A short stop found first must not win over a longer one that began
+    /// earlier and is only completed by the next delta.
+    #[test]
+    fn the_earliest_stop_wins_across_deltas() {
+        let stops = ["bcc".to_string(), "c".to_string()];
+        let mut f = StopFilter::new(&stops);
+        let out = f.push(" abc") + &f.push("ca a") + &f.finish();
+        assert_eq!(out, " a");
+        assert!(f.stopped());
     }
 
     proptest! {

@@ -13,6 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
+/// Conversations up to this many bytes of text are triaged inline.
+pub const INLINE_MAX: usize = 16 * 1024;
+
 pub struct Triager {
     engine: Arc<dyn Triage>,
     /// Results of the full (routing) triage by conversation hash.
@@ -62,14 +65,23 @@ impl Triager {
 
     /// Score a conversation, with metrics. `quick`: the score only labels
     /// the answer (explicit model requests), so the cheaper estimate will do,
-    /// inline and uncached.
+    /// uncached. Microsecond work (a cheap scorer, the quick estimate of a
+    /// conversation up to `INLINE_MAX` bytes) runs inline: it costs less than
+    /// a cache lookup or a thread hop; anything bigger goes to the blocking
+    /// pool, so a huge prompt never stalls the async workers.
     pub async fn triage(&self, messages: &[ChatMessage], quick: bool) -> TriageResult {
         let t0 = Instant::now();
-        let r = if self.engine.is_cheap() {
-            // A microsecond scorer costs less than a cache lookup or a thread hop.
-            self.engine.triage(messages)
-        } else if quick {
-            self.engine.triage_quick(messages)
+        let r = if quick || self.engine.is_cheap() {
+            let size: usize = messages.iter().map(|m| m.text.len()).sum();
+            if size <= INLINE_MAX {
+                self.engine.triage_quick(messages)
+            } else {
+                let engine = self.engine.clone();
+                let msgs = messages.to_vec();
+                self.off_runtime(move || engine.triage_quick(&msgs))
+                    .await
+                    .unwrap_or_else(|| FeatureTriage.triage(messages))
+            }
         } else {
             self.cached(messages).await
         };

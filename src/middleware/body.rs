@@ -27,6 +27,11 @@ pub trait Tap: Send + Unpin + 'static {
     fn failed(&mut self, e: GatewayError, out: &mut Out) -> Option<GatewayError>;
     /// The body ended: push what goes after its last chunk.
     fn end(&mut self, _out: &mut Out) {}
+    /// Nothing more goes out (e.g. an error event was sent): the body ends
+    /// after what is queued, and the body below is dropped unread.
+    fn finished(&self) -> bool {
+        false
+    }
 }
 
 /// A body with a tap on it. Dropping it (the client went away) drops the tap.
@@ -72,6 +77,10 @@ impl<T: Tap> http_body::Body for Tapped<T> {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         this.tap.data(data, &mut this.out);
+                    }
+                    if this.tap.finished() {
+                        this.done = true;
+                        this.inner = Body::empty();
                     }
                 }
                 Some(Err(e)) => {

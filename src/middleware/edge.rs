@@ -14,6 +14,7 @@
 
 use super::body::{tap, Out, Tap};
 use super::dispatch::ReplyShape;
+use super::meter::StreamOutcome;
 use super::stage::{Stage, Staged};
 use crate::api::sse::{event_data, EventSplitter};
 use crate::api::ApiFormat;
@@ -75,8 +76,9 @@ pub async fn to_client(resp: Response, client: ApiFormat) -> Response {
         return resp; // not an answer from a backend (a custom leaf): as is
     };
     if shape.streamed {
+        let outcome = resp.extensions().get::<StreamOutcome>().cloned();
         let (parts, body) = resp.into_parts();
-        return Response::from_parts(parts, stream_to(body, shape.format, client));
+        return Response::from_parts(parts, stream_to(body, shape.format, client, outcome));
     }
     if shape.format == client {
         return resp;
@@ -123,7 +125,12 @@ pub fn whole_to(bytes: &[u8], from: ApiFormat, to: ApiFormat) -> Result<Bytes, G
 /// A streamed answer in the client's shape: events translated when the
 /// backend spoke the other API; a failure ends it with the client's error
 /// event instead of a broken connection.
-fn stream_to(body: Body, from: ApiFormat, client: ApiFormat) -> Body {
+fn stream_to(
+    body: Body,
+    from: ApiFormat,
+    client: ApiFormat,
+    outcome: Option<StreamOutcome>,
+) -> Body {
     let translator: Option<Box<dyn StreamTranslate>> = match (from, client) {
         (ApiFormat::OpenAi, ApiFormat::Anthropic) => {
             Some(Box::new(to_anthropic::StreamTranslator::default()))
@@ -139,6 +146,7 @@ fn stream_to(body: Body, from: ApiFormat, client: ApiFormat) -> Body {
         body,
         ClientStream {
             client,
+            outcome,
             translator,
             splitter: EventSplitter::default(),
             ended: false,
@@ -149,6 +157,8 @@ fn stream_to(body: Body, from: ApiFormat, client: ApiFormat) -> Body {
 /// Puts a stream into the client's shape as it passes.
 struct ClientStream {
     client: ApiFormat,
+    /// The meter's outcome of this stream, when metered.
+    outcome: Option<StreamOutcome>,
     translator: Option<Box<dyn StreamTranslate>>,
     splitter: EventSplitter,
     /// An error event went out: nothing more.
@@ -156,9 +166,14 @@ struct ClientStream {
 }
 
 impl ClientStream {
+    /// End the stream with the client's error event; the meter below counts
+    /// the request with this error's status.
     fn fail(&mut self, e: &GatewayError, out: &mut Out) {
         out.push_back(e.stream_event(self.client));
         self.ended = true;
+        if let Some(o) = &self.outcome {
+            o.set(e.status());
+        }
     }
 }
 
@@ -200,12 +215,17 @@ impl Tap for ClientStream {
             }
         }
     }
+
+    fn finished(&self) -> bool {
+        self.ended
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::extract::Request;
+    use futures::StreamExt;
     use serde_json::json;
     use std::convert::Infallible;
     use tower::ServiceExt;
@@ -282,6 +302,38 @@ mod tests {
         assert!(anthropic.contains("event: error\n"), "{anthropic}");
         assert!(anthropic.contains("timeout_error"), "{anthropic}");
         assert!(!anthropic.contains("message_stop"));
+    }
+
+    /// Once the client's error event went out, the edge ends the stream and
+    /// stops reading the backend (it would otherwise wait for an upstream
+    /// that may never finish), and tells the meter the status to count.
+    #[tokio::test]
+    async fn a_failure_found_at_the_edge_ends_the_stream_there() {
+        let chunk = json!({"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]});
+        let failing = json!({"error": {"message": "boom", "type": "server_error"}});
+        let events = futures::stream::iter(vec![
+            Ok::<_, GatewayError>(crate::api::sse::data_event(&chunk.to_string())),
+            Ok(crate::api::sse::data_event(&failing.to_string())),
+        ])
+        .chain(futures::stream::pending());
+        let mut r = Response::new(Body::from_stream(events));
+        r.extensions_mut().insert(ReplyShape {
+            format: ApiFormat::OpenAi,
+            streamed: true,
+        });
+        let outcome = StreamOutcome::default();
+        r.extensions_mut().insert(outcome.clone());
+        let body = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            text(to_client(r, ApiFormat::Anthropic).await),
+        )
+        .await
+        .expect("the stream ends after the error event");
+        assert!(
+            body.contains("event: error\n") && body.contains("boom"),
+            "{body}"
+        );
+        assert_eq!(outcome.get(), Some(http::StatusCode::BAD_GATEWAY));
     }
 
     /// Whole OpenAI answers reach Anthropic clients translated.

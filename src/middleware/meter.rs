@@ -135,9 +135,15 @@ impl Reading {
 impl MeterLayer {
     fn answer(&self, mut resp: Response, started: Instant) -> Response {
         let dispatched = resp.extensions().get::<Dispatched>().cloned();
+        // What answered says which route it took; an error before dispatch
+        // has the decision (if decide ran) on the response.
+        let decision = match &dispatched {
+            Some(d) => Some(d.decision.clone()),
+            None => resp.extensions().get::<Arc<RouteDecision>>().cloned(),
+        };
         let mut reading = Reading {
             m: self.clone(),
-            decision: resp.extensions().get::<Arc<RouteDecision>>().cloned(),
+            decision,
             answered: None,
             started,
         };
@@ -165,10 +171,28 @@ impl MeterLayer {
                 resp
             }
             ReplyUsage::Streamed(cell) => {
+                let above = StreamOutcome::default();
+                resp.extensions_mut().insert(above.clone());
                 let (parts, body) = resp.into_parts();
-                Response::from_parts(parts, metered(body, reading, cell))
+                Response::from_parts(parts, metered(body, reading, cell, above))
             }
         }
+    }
+}
+
+/// How a metered stream ended, when a layer above the meter ended it (the
+/// client-format edge, on a failure only it sees): the status to count
+/// (response extension of streamed answers).
+#[derive(Debug, Clone, Default)]
+pub struct StreamOutcome(Arc<std::sync::OnceLock<StatusCode>>);
+
+impl StreamOutcome {
+    pub fn set(&self, status: StatusCode) {
+        let _ = self.0.set(status);
+    }
+
+    pub fn get(&self) -> Option<StatusCode> {
+        self.0.get().copied()
     }
 }
 
@@ -181,6 +205,8 @@ struct StreamMeter {
     /// The status to count: 200 once the stream ended, the error's status
     /// once it failed; 499 while neither happened.
     outcome: Option<StatusCode>,
+    /// Set by a layer above that ended the stream.
+    above: StreamOutcome,
 }
 
 impl Tap for StreamMeter {
@@ -210,10 +236,13 @@ impl Tap for StreamMeter {
 
 impl Drop for StreamMeter {
     fn drop(&mut self) {
-        let status = self.outcome.unwrap_or_else(|| {
-            tracing::info!(route = %self.reading.route(), "client disconnected mid-stream");
-            StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
-        });
+        let status = self
+            .outcome
+            .or_else(|| self.above.get())
+            .unwrap_or_else(|| {
+                tracing::info!(route = %self.reading.route(), "client disconnected mid-stream");
+                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
+            });
         // Usage so far (a stream that failed or was cut still used tokens).
         let usage = self.usage.get().unwrap_or_default();
         self.reading.record(Some(usage), status);
@@ -221,7 +250,12 @@ impl Drop for StreamMeter {
 }
 
 /// The stream's chunks as they pass: TTFT at the first, the reading at the end.
-fn metered(body: Body, reading: Reading, usage: Arc<crate::backend::UsageCell>) -> Body {
+fn metered(
+    body: Body,
+    reading: Reading,
+    usage: Arc<crate::backend::UsageCell>,
+    above: StreamOutcome,
+) -> Body {
     tap(
         body,
         StreamMeter {
@@ -229,6 +263,7 @@ fn metered(body: Body, reading: Reading, usage: Arc<crate::backend::UsageCell>) 
             usage,
             first: true,
             outcome: None,
+            above,
         },
     )
 }

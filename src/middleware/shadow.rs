@@ -5,7 +5,7 @@
 //! cosine similarity of their MiniLM embeddings and agreement is exported
 //! as metrics: the quality cost of the money saved, on live traffic.
 
-use super::body::{tap, Out, Tap};
+use super::body::{gateway_error, tap, Out, Tap};
 use super::dispatch::{Dispatched, ReplyShape};
 use super::stage::{Stage, Staged};
 use crate::api::openai::ParsedRequest;
@@ -17,9 +17,10 @@ use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::policy::cost::{self, Prices};
 use crate::policy::Target;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use http::Request;
+use http_body_util::BodyExt;
 use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -106,36 +107,45 @@ impl<B: Send + 'static> Stage<B> for ShadowLayer {
             .get::<Dispatched>()
             .is_some_and(|d| d.backend_kind == "local");
         match sampled {
-            Some(req) if local && resp.status().is_success() => tee(resp, self.shadow.clone(), req),
+            Some(req) if local && resp.status().is_success() => {
+                tee(resp, self.shadow.clone(), req).await
+            }
             _ => resp,
         }
     }
 }
 
 /// Pass the answer through untouched, keeping a copy; when it has ended,
-/// shadow it with its text.
-fn tee(resp: Response, shadow: Arc<Shadow>, req: ParsedRequest) -> Response {
+/// shadow it with its text. A whole answer is at hand already: it is read
+/// and sent on as it was (its length known, as without sampling).
+async fn tee(resp: Response, shadow: Arc<Shadow>, req: ParsedRequest) -> Response {
     let streamed = resp
         .extensions()
         .get::<ReplyShape>()
         .is_some_and(|s| s.streamed);
     let (parts, body) = resp.into_parts();
-    let copy = Copy {
+    if !streamed {
+        let whole = match body.collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) => return gateway_error(e).into_response(),
+        };
+        spawn(shadow, req, answer_text(&whole, false));
+        return Response::from_parts(parts, axum::body::Body::from(whole));
+    }
+    let kept = Kept {
         sample: Some((shadow, req)),
         copy: BytesMut::new(),
-        streamed,
     };
-    Response::from_parts(parts, tap(body, copy))
+    Response::from_parts(parts, tap(body, kept))
 }
 
-/// A copy of the answer as it passes, shadowed when the answer ended.
-struct Copy {
+/// A copy of a streamed answer as it passes, shadowed when it ended.
+struct Kept {
     sample: Option<(Arc<Shadow>, ParsedRequest)>,
     copy: BytesMut,
-    streamed: bool,
 }
 
-impl Tap for Copy {
+impl Tap for Kept {
     fn data(&mut self, chunk: Bytes, out: &mut Out) {
         self.copy.extend_from_slice(&chunk);
         out.push_back(chunk);
@@ -149,7 +159,7 @@ impl Tap for Copy {
 
     fn end(&mut self, _: &mut Out) {
         if let Some((shadow, req)) = self.sample.take() {
-            let text = answer_text(&std::mem::take(&mut self.copy).freeze(), self.streamed);
+            let text = answer_text(&std::mem::take(&mut self.copy).freeze(), true);
             spawn(shadow, req, text);
         }
     }

@@ -170,8 +170,14 @@ mod tests {
         )
         .unwrap();
         let routing = crate::policy::Routing::new(&p);
-        for (explicit, want) in [(true, 0.1), (false, 0.9)] {
-            let mut req = parsed("hi");
+        // A prompt past `INLINE_MAX` takes the same path, off the async workers.
+        let big = "word ".repeat(crate::classifier::serve::INLINE_MAX / 4);
+        for (explicit, prompt, want) in [
+            (true, "hi", 0.1),
+            (true, big.as_str(), 0.1),
+            (false, "hi", 0.9),
+        ] {
+            let mut req = parsed(prompt);
             if explicit {
                 req.extensions_mut()
                     .insert(routing.resolve("m").unwrap().clone());

@@ -43,9 +43,13 @@ impl StreamTranslator {
         let Ok(v) = serde_json::from_str::<Value>(data) else {
             return Ok(out);
         };
-        if let Some(e) = v.get("error") {
+        if let Some(e) = v.get("error").filter(|e| e.is_object()) {
             self.done = true;
-            return Err(GatewayError::from_stream_error("the upstream", e));
+            return Err(GatewayError::from_stream_error(
+                "the upstream",
+                e,
+                crate::api::ApiFormat::OpenAi,
+            ));
         }
         self.start(&v, &mut out);
         if let Some(u) = v.get("usage").filter(|u| u.is_object()) {

@@ -148,6 +148,7 @@ impl StreamTranslator {
                 return Err(GatewayError::from_stream_error(
                     "the upstream",
                     v.get("error").unwrap_or(&Value::Null),
+                    crate::api::ApiFormat::Anthropic,
                 ));
             }
             _ => {} // ping and future event types
