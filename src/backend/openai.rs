@@ -11,10 +11,18 @@ use crate::config::Cloud;
 use crate::error::GatewayError;
 use crate::policy::cost::Usage;
 use bytes::Bytes;
+use serde::Deserialize;
 use serde_json::Value;
 
 pub struct OpenAiBackend {
     up: Upstream,
+}
+
+/// What a whole answer is read for: valid JSON, and its usage (read
+/// leniently: a null or odd count is 0, never a failure).
+#[derive(Deserialize)]
+struct UsageOnly {
+    usage: Option<Value>,
 }
 
 /// Forward OpenAI events; record usage, strip the usage chunk when the
@@ -132,7 +140,7 @@ impl OpenAiBackend {
         let bytes = self.up.read_full(sent).await?;
         // An answer that is not JSON is the upstream's failure (502, or the
         // next fallback), never an empty success — whatever the client speaks.
-        let usage = serde_json::from_slice::<Value>(&bytes)
+        let usage = serde_json::from_slice::<UsageOnly>(&bytes)
             .map_err(|e| {
                 DispatchError::retryable(
                     "bad_response",
@@ -142,7 +150,12 @@ impl OpenAiBackend {
                     )),
                 )
             })
-            .map(|v| sse::usage_of(&v).unwrap_or_default())?;
+            .map(|u| {
+                u.usage
+                    .as_ref()
+                    .and_then(sse::usage_from)
+                    .unwrap_or_default()
+            })?;
         Ok(BackendReply {
             format: ApiFormat::OpenAi,
             body: ReplyBody::Full { bytes, usage },

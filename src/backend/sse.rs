@@ -15,7 +15,12 @@ pub fn is_done(event: &[u8]) -> bool {
 
 /// Usage found in an OpenAI chunk, if any (a missing or null count is 0).
 pub fn usage_of(v: &Value) -> Option<Usage> {
-    let u = v.get("usage")?.as_object()?;
+    usage_from(v.get("usage")?)
+}
+
+/// An OpenAI `usage` object as ours (a missing or null count is 0).
+pub fn usage_from(u: &Value) -> Option<Usage> {
+    let u = u.as_object()?;
     Some(Usage {
         prompt_tokens: u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0),
         completion_tokens: u
