@@ -46,10 +46,19 @@ fn request_id(req: &Request) -> HeaderValue {
             !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
         })
         .cloned()
-        .unwrap_or_else(|| {
-            HeaderValue::from_str(&format!("{:016x}", rand::random::<u64>()))
-                .unwrap_or(HeaderValue::from_static("0"))
-        })
+        .unwrap_or_else(new_id)
+}
+
+/// 16 random hex digits.
+fn new_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut n = rand::random::<u64>();
+    let mut id = [0u8; 16];
+    for d in id.iter_mut().rev() {
+        *d = HEX[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("0"))
 }
 
 /// Probes and scrapes are not worth a log line each.
@@ -74,7 +83,8 @@ where
         let started = Instant::now();
         let id = request_id(&req);
         let method = req.method().clone();
-        let path = req.uri().path().to_string();
+        let uri = req.uri().clone();
+        let path = uri.path();
         let span = tracing::info_span!("request",
             id = %String::from_utf8_lossy(id.as_bytes()), %method, %path,
             route = Empty, backend = Empty, model = Empty, status = Empty);
@@ -83,7 +93,7 @@ where
         let next = span.in_scope(|| self.inner.call(req));
         let fut = async move {
             let Ok(mut resp) = next.await;
-            log(&resp, &method, &path, started);
+            log(&resp, &method, uri.path(), started);
             resp.headers_mut().insert(REQUEST_ID, id);
             Ok(resp)
         };

@@ -69,20 +69,26 @@ pub(crate) fn missing(what: &str, layer: &str) -> Response {
 }
 
 /// Set an `x-slmgate-*` header; header values must be visible ASCII, so
-/// anything else is replaced.
+/// anything else is replaced (and the value cut at 1024 characters).
 pub(crate) fn put_header(h: &mut HeaderMap, name: &'static str, value: &str) {
-    let clean: String = value
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                '?'
-            }
-        })
-        .take(1024)
-        .collect();
-    if let Ok(v) = HeaderValue::from_str(&clean) {
+    let clean = value.len() <= 1024 && value.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
+    let v = if clean {
+        HeaderValue::from_str(value)
+    } else {
+        let cleaned: String = value
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() || c == ' ' {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .take(1024)
+            .collect();
+        HeaderValue::from_str(&cleaned)
+    };
+    if let Ok(v) = v {
         h.insert(HeaderName::from_static(name), v);
     }
 }
