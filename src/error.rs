@@ -40,6 +40,15 @@ pub enum GatewayError {
     /// The caller is not allowed in (a missing or wrong credential).
     #[error("{0}")]
     Unauthorized(String),
+    /// The caller may not ask for this (a model its key does not allow).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The caller is over one of its limits (requests, tokens, budget).
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: Duration,
+    },
     #[error("{message}")]
     QueueFull {
         message: String,
@@ -78,6 +87,7 @@ pub enum GatewayError {
 pub enum ErrorKind {
     BadRequest,
     Unauthorized,
+    Forbidden,
     NotFound,
     TooLarge,
     RateLimited,
@@ -93,6 +103,7 @@ impl ErrorKind {
         match self {
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
             ErrorKind::NotFound => "not_found",
             ErrorKind::TooLarge => "too_large",
             ErrorKind::RateLimited => "rate_limited",
@@ -124,6 +135,8 @@ impl GatewayError {
             | GatewayError::Unsupported(_) => StatusCode::BAD_REQUEST,
             GatewayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
+            GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::ModelNotFound(_) | GatewayError::NotFound { .. } => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -146,6 +159,8 @@ impl GatewayError {
             | GatewayError::MethodNotAllowed { .. } => ErrorKind::BadRequest,
             GatewayError::PayloadTooLarge(_) => ErrorKind::TooLarge,
             GatewayError::Unauthorized(_) => ErrorKind::Unauthorized,
+            GatewayError::Forbidden(_) => ErrorKind::Forbidden,
+            GatewayError::RateLimited { .. } => ErrorKind::RateLimited,
             GatewayError::ModelNotFound(_) | GatewayError::NotFound { .. } => ErrorKind::NotFound,
             GatewayError::QueueFull { .. } => ErrorKind::RateLimited,
             GatewayError::BackendUnavailable(_) => ErrorKind::Unavailable,
@@ -173,6 +188,8 @@ impl GatewayError {
             }
             GatewayError::PayloadTooLarge(_) => ("invalid_request_error", "payload_too_large"),
             GatewayError::Unauthorized(_) => ("invalid_request_error", "invalid_api_key"),
+            GatewayError::Forbidden(_) => ("permission_error", "model_not_allowed"),
+            GatewayError::RateLimited { .. } => ("rate_limit_error", "rate_limit_exceeded"),
             GatewayError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
             GatewayError::NotFound { .. } => ("invalid_request_error", "unknown_url"),
             GatewayError::MethodNotAllowed { .. } => {
@@ -252,8 +269,10 @@ impl GatewayError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let GatewayError::QueueFull { retry_after, .. } = &self {
-            let secs = retry_after.as_secs().max(1);
+        if let GatewayError::QueueFull { retry_after, .. }
+        | GatewayError::RateLimited { retry_after, .. } = &self
+        {
+            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
             }

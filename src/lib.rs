@@ -13,14 +13,17 @@ pub mod dry_run;
 pub mod error;
 pub mod fetch;
 pub mod gateway;
+pub mod keys;
 pub mod metrics;
 pub mod middleware;
 pub mod policy;
+pub mod reload;
 pub mod requant;
 pub mod routes;
 pub mod server;
 pub mod stack;
 pub mod state;
+pub mod store;
 pub mod telemetry;
 pub mod translate;
 

@@ -25,6 +25,13 @@ pub const SHADOW_TOTAL: &str = "slmgate_shadow_requests_total";
 pub const SHADOW_SIMILARITY: &str = "slmgate_shadow_similarity";
 pub const SHADOW_AGREEMENT: &str = "slmgate_shadow_agreement_ratio";
 pub const SHADOW_COST: &str = "slmgate_shadow_cost_usd_total";
+pub const KEY_REQUESTS_TOTAL: &str = "slmgate_key_requests_total";
+pub const KEY_TOKENS_TOTAL: &str = "slmgate_key_tokens_total";
+pub const KEY_SPEND_USD_TOTAL: &str = "slmgate_key_spend_usd_total";
+pub const KEY_BUDGET_REMAINING_USD: &str = "slmgate_key_budget_remaining_usd";
+pub const KEY_LIMITED_TOTAL: &str = "slmgate_key_limited_total";
+pub const STATE_ERRORS_TOTAL: &str = "slmgate_state_errors_total";
+pub const POLICY_RELOADS_TOTAL: &str = "slmgate_policy_reloads_total";
 
 pub struct Metrics {
     registry: Registry,
@@ -47,6 +54,18 @@ pub struct Metrics {
     /// agree / (agree + disagree) so far.
     pub shadow_agreement: prometheus::Gauge,
     pub shadow_cost: prometheus::Counter,
+    /// Per virtual key (by name; `none`: no valid key): requests by status.
+    pub key_requests: IntCounterVec,
+    pub key_tokens: IntCounterVec,
+    pub key_spend: CounterVec,
+    /// Budget left after the last reservation, by key and period (day|month).
+    pub key_budget_remaining: prometheus::GaugeVec,
+    /// Requests refused or rerouted by a limit, by key and limit
+    /// (rpm|tpm|budget|model) and outcome (rejected|local).
+    pub key_limited: IntCounterVec,
+    /// Shared-state operations that failed, by operation.
+    pub state_errors: IntCounterVec,
+    pub policy_reloads: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -102,6 +121,14 @@ impl Metrics {
             "Dollar cost of shadow calls to the reference model",
         )?;
         registry.register(Box::new(shadow_cost.clone()))?;
+        let key_budget_remaining = prometheus::GaugeVec::new(
+            Opts::new(
+                KEY_BUDGET_REMAINING_USD,
+                "Budget left (USD) after the key's last reservation, by period",
+            ),
+            &["key", "period"],
+        )?;
+        registry.register(Box::new(key_budget_remaining.clone()))?;
         Ok(Metrics {
             requests: counter(
                 REQUESTS_TOTAL,
@@ -172,6 +199,37 @@ impl Metrics {
             )?,
             shadow_agreement,
             shadow_cost,
+            key_requests: counter(
+                KEY_REQUESTS_TOTAL,
+                "Requests per virtual key name (none: no valid key) and HTTP status",
+                &["key", "status"],
+            )?,
+            key_tokens: counter(
+                KEY_TOKENS_TOTAL,
+                "Tokens per virtual key name and direction (input|output)",
+                &["key", "direction"],
+            )?,
+            key_spend: fcounter(
+                KEY_SPEND_USD_TOTAL,
+                "Dollars spent per virtual key name",
+                &["key"],
+            )?,
+            key_budget_remaining,
+            key_limited: counter(
+                KEY_LIMITED_TOTAL,
+                "Requests refused or rerouted by a key's limit, by limit and outcome",
+                &["key", "limit", "outcome"],
+            )?,
+            state_errors: counter(
+                STATE_ERRORS_TOTAL,
+                "Shared-state (Redis) operations that failed, by operation",
+                &["op"],
+            )?,
+            policy_reloads: counter(
+                POLICY_RELOADS_TOTAL,
+                "Policy reloads (SIGHUP or file change) by result (ok|error)",
+                &["result"],
+            )?,
             registry,
         })
     }

@@ -34,6 +34,8 @@ where
     };
     let small = Router::new()
         .route("/v1/models", get(models))
+        .route("/v1/keys", get(keys))
+        .route("/v1/policy", get(policy))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -78,6 +80,84 @@ pub async fn models(State(state): AppRef) -> Response {
         }
     }
     axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+/// `GET /v1/keys` (an admin key only): every key's name, limits and usage
+/// now. Never a key or its hash.
+pub async fn keys(State(state): AppRef, req: Request) -> Response {
+    let client = client_format(&req);
+    if let Err(refused) = admin_only(&state, &req) {
+        return refused.render(client);
+    }
+    let mut data = Vec::new();
+    let mut callers: Vec<_> = state.keys.callers().collect();
+    callers.sort_by(|a, b| a.name.cmp(&b.name));
+    for c in callers {
+        let usage = state.shared.store.usage(&c.name).await;
+        let usage = match state.shared.judge("usage", usage) {
+            Ok(Some(u)) => {
+                let usd = |m: i64| m as f64 / 1e6;
+                serde_json::json!({
+                    "requests_last_minute": u.requests_last_minute,
+                    "tokens_last_minute": u.tokens_last_minute,
+                    "day": {"spent_usd": usd(u.day.spent), "reserved_usd": usd(u.day.reserved)},
+                    "month": {"spent_usd": usd(u.month.spent), "reserved_usd": usd(u.month.reserved)},
+                })
+            }
+            Ok(None) => serde_json::Value::Null,
+            Err(e) => return e.render(client),
+        };
+        let k = &c.key;
+        data.push(serde_json::json!({
+            "name": &*c.name, "id": k.id, "admin": k.admin, "models": k.models,
+            "rpm": k.rpm, "tpm": k.tpm,
+            "budget_usd_day": k.budget_usd_day, "budget_usd_month": k.budget_usd_month,
+            "usage": usage,
+        }));
+    }
+    axum::Json(serde_json::json!({"object": "list", "shared": state.shared.store.is_shared(), "data": data}))
+        .into_response()
+}
+
+/// Admin endpoints: open while the policy has no keys; otherwise an admin
+/// key (401 without a valid key, 403 with a non-admin one).
+fn admin_only(state: &AppState, req: &Request) -> Result<(), GatewayError> {
+    if state.keys.is_empty() {
+        return Ok(());
+    }
+    match crate::keys::presented(req.headers()).and_then(|k| state.keys.verify(k)) {
+        None => Err(GatewayError::Unauthorized(
+            "an admin key is required".into(),
+        )),
+        Some(c) if !c.key.admin => Err(GatewayError::Forbidden(format!(
+            "key `{}` is not an admin key",
+            c.name
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// `GET /v1/policy` (an admin key when keys are configured): which policy
+/// is serving — the sha256 of its YAML text and when it was loaded — so an
+/// operator sees a reload take effect.
+pub async fn policy(State(state): AppRef, req: Request) -> Response {
+    if let Err(refused) = admin_only(&state, &req) {
+        return refused.render(client_format(&req));
+    }
+    let loaded = state
+        .loaded_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    axum::Json(serde_json::json!({
+        "sha256": state.policy.source_hash,
+        "loaded_at": loaded,
+        "backends": state.policy.backends.keys().collect::<Vec<_>>(),
+        "routes": state.policy.routes.keys().collect::<Vec<_>>(),
+        "keys": state.keys.len(),
+        "shared_state": state.shared.store.is_shared(),
+    }))
+    .into_response()
 }
 
 pub async fn healthz() -> Response {

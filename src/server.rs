@@ -1,17 +1,30 @@
 //! Accept loop: hyper-util's auto builder (HTTP/1.1 and h2c) over the axum
-//! router, with graceful shutdown on SIGTERM/ctrl-c: the listener closes, new
+//! gateway, with graceful shutdown on SIGTERM/ctrl-c: the listener closes, new
 //! connections are refused, in-flight requests (streams too) finish within
 //! the policy's grace period.
 
-use axum::Router;
+use axum::response::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use std::convert::Infallible;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-pub async fn serve(listener: TcpListener, app: Router, grace: Duration) -> std::io::Result<()> {
+/// Serve `app` (the gateway's router, or `reload::LiveService` over it) on
+/// `listener` until SIGTERM/ctrl-c, then drain for at most `grace`.
+pub async fn serve<S>(listener: TcpListener, app: S, grace: Duration) -> std::io::Result<()>
+where
+    S: tower::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let builder = Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());

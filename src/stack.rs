@@ -5,10 +5,13 @@
 use crate::api::ApiFormat;
 use crate::dry_run::{Explain, PromptLayer};
 use crate::middleware::access_log::AccessLogLayer;
+use crate::middleware::auth::AuthLayer;
+use crate::middleware::budget::BudgetLayer;
 use crate::middleware::catch_panic::CatchPanicLayer;
 use crate::middleware::decide::DecideLayer;
 use crate::middleware::dispatch::Dispatch;
 use crate::middleware::edge::EdgeLayer;
+use crate::middleware::limits::LimitsLayer;
 use crate::middleware::meter::MeterLayer;
 use crate::middleware::parse::ParseLayer;
 use crate::middleware::read_body::ReadBodyLayer;
@@ -41,6 +44,7 @@ where
         Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
     <L::Service as Service<Request>>::Future: Send + 'static,
 {
+    let keyed = !state.keys.is_empty();
     let chain = ServiceBuilder::new()
         // Outermost: every request gets its id and tracing span first, and
         // is logged once with what the layers below left in the response.
@@ -55,8 +59,11 @@ where
         // Metering sees every answer, errors included, in the pivot shape:
         // requests are counted here exactly once, streams when they end.
         .layer(MeterLayer::new(state.metrics.clone(), state.prices.clone()))
-        // The embedder's layer (later: authentication, rate limits): after
-        // the meter so its refusals are counted, before the body is read.
+        // With keys: who is calling, before any work is done on the body;
+        // its 401 is metered and answered in the client's format.
+        .option_layer(keyed.then(|| AuthLayer::new(state.keys.clone())))
+        // The embedder's layer: after the meter so its refusals are counted,
+        // before the body is read.
         .layer(extra)
         // Keeps the type above nameable for `extra`.
         .layer(BoxCloneSyncService::layer())
@@ -67,10 +74,30 @@ where
             state.routing.clone(),
             state.policy.server.log_prompts,
         ))
+        // With keys: the model the key may name (403) and its request and
+        // token rates (429), before any triage work is spent on it.
+        .option_layer(keyed.then(|| {
+            LimitsLayer::new(
+                state.routing.clone(),
+                state.shared.clone(),
+                state.metrics.clone(),
+            )
+        }))
         // Needs the parsed messages; decide needs its verdict.
         .layer(TriageLayer::new(state.triage.clone()))
         // The policy's target and fallbacks from what was asked and the verdict.
         .layer(DecideLayer)
+        // With keys: reserve the dearest target's cost against the key's
+        // budgets, just before anything is spent (settled by the meter); a
+        // spent budget sends the request to the local model.
+        .option_layer(keyed.then(|| {
+            BudgetLayer::new(
+                state.shared.clone(),
+                state.prices.clone(),
+                state.policy.clone(),
+                state.metrics.clone(),
+            )
+        }))
         // Only when the policy configures it: tees local answers on their
         // way out, after dispatch has said which backend answered.
         .option_layer(state.shadow.clone().map(ShadowLayer::new))

@@ -8,10 +8,12 @@ use crate::classifier::{
     features::FeatureTriage, model::ModelTriage, success::SuccessHead, Triage,
 };
 use crate::config::{Policy, TriageKind};
+use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::middleware::shadow::Shadow;
 use crate::policy::cost::Prices;
 use crate::policy::Routing;
+use crate::store::guard::Shared;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -29,6 +31,12 @@ pub struct AppState {
     /// Shadow sampling, when the policy configures it: one per gateway, so
     /// `max_in_flight` holds across its chat paths.
     pub shadow: Option<Arc<Shadow>>,
+    /// Virtual keys (empty: the gateway is open).
+    pub keys: Arc<Keys>,
+    /// Where limits and budgets count (this process, or Redis).
+    pub shared: Arc<Shared>,
+    /// When this state was built (start, or the reload that made it).
+    pub loaded_at: std::time::SystemTime,
 }
 
 /// Where the outside world comes in: environment lookups and the models dir.
@@ -70,16 +78,45 @@ impl AppState {
     /// Build backends (local models start loading in the background; `ready()`
     /// says when they are done). Must run inside a tokio runtime.
     pub fn new(policy: Policy, opts: StateOptions) -> Result<Arc<AppState>, String> {
-        let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
+        Self::build(policy, opts, None)
+    }
+
+    /// The state for a new policy, keeping what did not change: the metrics,
+    /// every backend whose config is the same (its connections, a loaded
+    /// local model), the triage (its encoder and cache) and the shared
+    /// counters when their config is the same.
+    pub fn reload(&self, policy: Policy, opts: StateOptions) -> Result<Arc<AppState>, String> {
+        Self::build(policy, opts, Some(self))
+    }
+
+    fn build(
+        policy: Policy,
+        opts: StateOptions,
+        old: Option<&AppState>,
+    ) -> Result<Arc<AppState>, String> {
+        let metrics = match old {
+            Some(o) => o.metrics.clone(),
+            None => Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?),
+        };
         let policy = Arc::new(policy);
         let env = Environment {
             env: opts.env,
             models_dir: opts.models_dir,
         };
-        let backends = Backends::new(policy.clone(), &env, &metrics, opts.start_local)?;
-        let engine = build_triage(&policy, &env.models_dir)?;
-        let triage = Arc::new(Triager::new(engine, &policy.triage, metrics.clone()));
-        let backends = Arc::new(backends);
+        let backends = Arc::new(Backends::build(
+            policy.clone(),
+            &env,
+            &metrics,
+            opts.start_local,
+            old.map(|o| &*o.backends),
+        )?);
+        let triage = match old.filter(|o| o.policy.triage == policy.triage) {
+            Some(o) => o.triage.clone(),
+            None => {
+                let engine = build_triage(&policy, &env.models_dir)?;
+                Arc::new(Triager::new(engine, &policy.triage, metrics.clone()))
+            }
+        };
         let prices = Arc::new(Prices::new(policy.clone()));
         let shadow = Shadow::from_policy(
             &policy,
@@ -89,7 +126,13 @@ impl AppState {
             prices.clone(),
         )
         .map(Arc::new);
+        let shared = match old.filter(|o| o.policy.state == policy.state) {
+            Some(o) => o.shared.clone(),
+            None => Arc::new(Shared::new(&policy, metrics.clone())?),
+        };
         Ok(Arc::new(AppState {
+            keys: Arc::new(Keys::new(&policy)),
+            shared,
             routing: Arc::new(Routing::new(&policy)),
             triage,
             backends,
@@ -97,6 +140,7 @@ impl AppState {
             shadow,
             policy,
             metrics,
+            loaded_at: std::time::SystemTime::now(),
         }))
     }
 

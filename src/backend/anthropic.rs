@@ -24,6 +24,9 @@ pub struct AnthropicBackend {
 /// not accept (whitespace-only) applied here.
 struct Translate {
     backend: String,
+    /// Events so far and the prompt's estimated tokens (for `estimate`).
+    events: u64,
+    prompt_estimate: u64,
     t: to_openai::StreamTranslator,
     stops: StopFilter,
     /// Cut at one of our stop strings: the answer is complete.
@@ -67,6 +70,7 @@ impl Translate {
 
 impl EventMapper for Translate {
     fn event(&mut self, event: Bytes) -> Result<Vec<Bytes>, GatewayError> {
+        self.events += 1;
         if self.cut {
             return Ok(vec![]);
         }
@@ -91,6 +95,9 @@ impl EventMapper for Translate {
     fn take_usage(&mut self) -> Option<Usage> {
         self.t.finished.then(|| self.t.usage())
     }
+    fn estimate(&self) -> Option<Usage> {
+        Some(so_far(self.t.usage(), self.prompt_estimate, self.events))
+    }
     fn end(&mut self) -> Result<Vec<Bytes>, GatewayError> {
         use crate::translate::StreamTranslate;
         self.t.finish().map_err(|e| self.named(e))
@@ -101,6 +108,20 @@ impl Translate {
     /// The translator's "the upstream" becomes this backend's name.
     fn named(&self, e: GatewayError) -> GatewayError {
         rename(e, &self.backend)
+    }
+}
+
+/// Usage so far of an Anthropic stream: `message_start` gives the input
+/// tokens; output is counted at the end, so until then about one token per
+/// event (three are not text: start, block start, ping).
+fn so_far(u: Usage, prompt_estimate: u64, events: u64) -> Usage {
+    Usage {
+        prompt_tokens: if u.prompt_tokens > 0 {
+            u.prompt_tokens
+        } else {
+            prompt_estimate
+        },
+        completion_tokens: u.completion_tokens.max(events.saturating_sub(3)),
     }
 }
 
@@ -133,10 +154,13 @@ struct Native {
     backend: String,
     usage: Usage,
     done: bool,
+    events: u64,
+    prompt_estimate: u64,
 }
 
 impl EventMapper for Native {
     fn event(&mut self, event: Bytes) -> Result<Vec<Bytes>, GatewayError> {
+        self.events += 1;
         if let Some(v) =
             sse::event_data(&event).and_then(|d| serde_json::from_str::<Value>(&d).ok())
         {
@@ -159,6 +183,9 @@ impl EventMapper for Native {
     }
     fn take_usage(&mut self) -> Option<Usage> {
         self.done.then_some(self.usage)
+    }
+    fn estimate(&self) -> Option<Usage> {
+        Some(so_far(self.usage, self.prompt_estimate, self.events))
     }
     fn end(&mut self) -> Result<Vec<Bytes>, GatewayError> {
         if std::mem::replace(&mut self.done, true) {
@@ -211,7 +238,9 @@ impl AnthropicBackend {
     ) -> Result<BackendReply, DispatchError> {
         self.up.availability()?;
         if let Some(native) = &req.native {
-            return self.native(native, req.stream, model).await;
+            return self
+                .native(native, req.stream, model, super::prompt_estimate(req))
+                .await;
         }
         let body =
             to_anthropic::request(&req.raw, model, self.default_max_tokens).map_err(|e| {
@@ -233,6 +262,8 @@ impl AnthropicBackend {
         if req.stream {
             let mapper = Translate {
                 backend: self.up.name.clone(),
+                events: 0,
+                prompt_estimate: super::prompt_estimate(req),
                 t: to_openai::StreamTranslator::new(req.include_usage),
                 stops: StopFilter::new(&gateway_stops),
                 cut: false,
@@ -270,6 +301,7 @@ impl AnthropicBackend {
         native: &crate::api::AnthropicBody,
         stream: bool,
         model: &str,
+        prompt_estimate: u64,
     ) -> Result<BackendReply, DispatchError> {
         let mut body = native.body.clone();
         body.insert("model".into(), model.into());
@@ -290,6 +322,8 @@ impl AnthropicBackend {
                 backend: self.up.name.clone(),
                 usage: Usage::default(),
                 done: false,
+                events: 0,
+                prompt_estimate,
             };
             return Ok(self.up.stream_reply(sent, mapper, ApiFormat::Anthropic));
         }

@@ -60,6 +60,11 @@ pub trait EventMapper: Send + 'static {
     fn end(&mut self) -> Result<Vec<Bytes>, GatewayError> {
         Ok(vec![])
     }
+    /// What the answer has used so far, before the upstream says (for a
+    /// stream the client abandons).
+    fn estimate(&self) -> Option<Usage> {
+        None
+    }
 }
 
 impl Upstream {
@@ -366,6 +371,8 @@ impl Upstream {
                         }
                         if let Some(u) = mapper.take_usage() {
                             cell.set(u);
+                        } else if let Some(u) = mapper.estimate() {
+                            cell.estimate(u);
                         }
                         if mapper.is_done() {
                             break; // dropping the body closes the upstream request

@@ -26,19 +26,37 @@ use std::time::Duration;
 /// A streamed answer: client-ready SSE events, or the failure that ended it.
 pub type EventStream = BoxStream<'static, Result<Bytes, GatewayError>>;
 
-/// Usage learned while a stream runs; read when it ends.
+/// Usage learned while a stream runs; read when it ends. Until the
+/// upstream reports it (its last chunk), an estimate of what was generated
+/// so far stands in, so a stream the client abandons is still counted.
 #[derive(Debug, Default)]
-pub struct UsageCell(Mutex<Option<Usage>>);
+pub struct UsageCell(Mutex<(Option<Usage>, bool)>);
 
 impl UsageCell {
+    /// The upstream's own count.
     pub fn set(&self, u: Usage) {
         if let Ok(mut g) = self.0.lock() {
-            *g = Some(u);
+            *g = (Some(u), true);
+        }
+    }
+    /// An estimate, kept only until the real count arrives.
+    pub fn estimate(&self, u: Usage) {
+        if let Ok(mut g) = self.0.lock() {
+            if !g.1 {
+                g.0 = Some(u);
+            }
         }
     }
     pub fn get(&self) -> Option<Usage> {
-        self.0.lock().ok().and_then(|g| *g)
+        self.0.lock().ok().and_then(|g| g.0)
     }
+}
+
+/// Prompt tokens of a request, estimated (about four characters a token,
+/// plus a few per message for the chat template).
+pub fn prompt_estimate(req: &ParsedRequest) -> u64 {
+    let chars: usize = req.messages.iter().map(|m| m.text.chars().count()).sum();
+    (chars as u64).div_ceil(4) + 4 * req.messages.len() as u64
 }
 
 pub enum ReplyBody {
@@ -191,13 +209,31 @@ impl Backends {
         metrics: &Arc<Metrics>,
         start_local: bool,
     ) -> Result<Backends, String> {
+        Self::build(policy, env, metrics, start_local, None)
+    }
+
+    /// The same, reusing every backend of `old` whose config is unchanged.
+    pub fn build(
+        policy: Arc<Policy>,
+        env: &Environment,
+        metrics: &Arc<Metrics>,
+        start_local: bool,
+        old: Option<&Backends>,
+    ) -> Result<Backends, String> {
         let mut map = HashMap::new();
         for (name, cfg) in &policy.backends {
             if !start_local && matches!(cfg, BackendConfig::Local(_)) {
                 continue;
             }
-            let b = Backend::from_config(name, cfg, env, metrics.clone())?;
-            map.insert(name.clone(), Arc::new(b));
+            let same = old.and_then(|o| {
+                let before = o.policy.backends.get(name)?;
+                (before == cfg).then(|| o.map.get(name).cloned()).flatten()
+            });
+            let b = match same {
+                Some(b) => b,
+                None => Arc::new(Backend::from_config(name, cfg, env, metrics.clone())?),
+            };
+            map.insert(name.clone(), b);
         }
         Ok(Backends { map, policy })
     }

@@ -33,11 +33,16 @@ struct PassThrough {
     usage: Option<Usage>,
     /// `[DONE]` came.
     done: bool,
+    /// For the estimate: the prompt's tokens, and the chunks so far (about
+    /// one token each).
+    prompt_estimate: u64,
+    chunks: u64,
 }
 
 impl EventMapper for PassThrough {
     fn event(&mut self, event: Bytes) -> Result<Vec<Bytes>, GatewayError> {
         self.done |= sse::is_done(&event);
+        self.chunks += 1;
         match sse::filter_openai_event(event, self.wants_usage, &mut self.usage) {
             Filtered::Forward(b) => Ok(vec![b]),
             Filtered::Drop => Ok(vec![]),
@@ -55,6 +60,13 @@ impl EventMapper for PassThrough {
     /// `[DONE]` came: the answer is complete, stop reading.
     fn is_done(&self) -> bool {
         self.done
+    }
+
+    fn estimate(&self) -> Option<Usage> {
+        Some(Usage {
+            prompt_tokens: self.prompt_estimate,
+            completion_tokens: self.chunks.saturating_sub(1),
+        })
     }
 
     /// A stream that ends without `[DONE]` was cut off.
@@ -134,6 +146,8 @@ impl OpenAiBackend {
                 wants_usage: req.include_usage,
                 usage: None,
                 done: false,
+                prompt_estimate: super::prompt_estimate(req),
+                chunks: 0,
             };
             return Ok(self.up.stream_reply(sent, mapper, ApiFormat::OpenAi));
         }

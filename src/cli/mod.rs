@@ -1,6 +1,7 @@
 //! The command line: clap definitions, and one module per group of commands.
 
 mod calibrate;
+mod keys;
 pub mod serve;
 pub mod triage;
 
@@ -95,6 +96,47 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ModelsCmd,
     },
+    /// Manage virtual keys in a policy file.
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Add a key: its salted hash goes into the policy file (the rest of the
+    /// file kept as it is); the plaintext key is printed once, as the last
+    /// line of stdout.
+    Add {
+        #[arg(long)]
+        policy: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// Requests per minute.
+        #[arg(long)]
+        rpm: Option<u64>,
+        /// Tokens per minute.
+        #[arg(long)]
+        tpm: Option<u64>,
+        #[arg(long)]
+        budget_usd_day: Option<String>,
+        #[arg(long)]
+        budget_usd_month: Option<String>,
+        /// Routes and models the key may name (comma-separated; default: all).
+        #[arg(long, value_delimiter = ',')]
+        models: Option<Vec<String>>,
+        /// May read `GET /v1/keys`.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Remove a key (a running gateway picks it up when it reloads its policy).
+    Revoke {
+        #[arg(long)]
+        policy: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -125,6 +167,34 @@ pub fn run() -> Result<(), String> {
         Cmd::Models {
             cmd: ModelsCmd::Fetch { dir },
         } => serve::models_fetch(dir),
+        Cmd::Keys {
+            cmd:
+                KeysCmd::Add {
+                    policy,
+                    name,
+                    rpm,
+                    tpm,
+                    budget_usd_day,
+                    budget_usd_month,
+                    models,
+                    admin,
+                },
+        } => {
+            let entry = crate::keys::edit::Entry {
+                name,
+                rpm,
+                tpm,
+                budget_usd_day,
+                budget_usd_month,
+                models,
+                admin,
+                ..Default::default()
+            };
+            keys::add(&policy, entry).map(|plaintext| println!("{plaintext}"))
+        }
+        Cmd::Keys {
+            cmd: KeysCmd::Revoke { policy, name },
+        } => keys::revoke(&policy, &name),
         Cmd::Triage {
             prompt,
             policy,

@@ -76,7 +76,14 @@ pub async fn serve(policy_path: Option<PathBuf>, listen: SocketAddr) -> Result<(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    tracing::info!(addr = %listen, "slmgate listening");
+    tracing::info!(addr = %listen, keys = state.policy.keys.len(), shared_state = state.shared.store.is_shared(), "slmgate listening");
+    if state.keys.is_empty() && !listen.ip().is_loopback() {
+        let warning = format!(
+            "the policy has no keys and slmgate listens on {listen}: ANYONE who can reach it can spend your cloud keys; add keys with `slmgate keys add --policy FILE --name NAME`"
+        );
+        tracing::warn!("{warning}");
+        eprintln!("slmgate: WARNING: {warning}");
+    }
     // A local model that fails to load is a startup error: stop the process.
     let watcher = state.clone();
     tokio::spawn(async move {
@@ -89,8 +96,11 @@ pub async fn serve(policy_path: Option<PathBuf>, listen: SocketAddr) -> Result<(
             }
         }
     });
-    let app = crate::gateway::Gateway::from_state(state).router();
-    crate::server::serve(listener, app, grace)
+    // The policy file is watched (SIGHUP, or a change on disk) and a valid
+    // new one swapped in without a restart; see `reload`.
+    let live = crate::reload::Live::new(crate::gateway::Gateway::from_state(state), policy_path);
+    tokio::spawn(live.clone().watch());
+    crate::server::serve(listener, crate::reload::LiveService(live), grace)
         .await
         .map_err(|e| format!("server error: {e}"))
 }

@@ -5,7 +5,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum BackendConfig {
     Openai(OpenAiConfig),
@@ -47,7 +47,7 @@ impl BackendConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OpenAiConfig {
     /// Environment variable holding the API key (never logged).
@@ -63,7 +63,7 @@ pub struct OpenAiConfig {
 }
 
 /// Anthropic's Messages API. Every field but `models` has the public API's default.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AnthropicConfig {
     /// Environment variable holding the API key (never logged).
@@ -129,7 +129,7 @@ fn cloud_max_tokens() -> u64 {
     4096
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LocalConfig {
     /// GGUF file; relative paths resolve against the models dir.
@@ -187,7 +187,7 @@ pub enum Overflow {
     Fallback,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     #[serde(deserialize_with = "de_price")]
@@ -201,7 +201,7 @@ pub struct ModelConfig {
     pub upstream_name: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     pub connect_ms: u64,
@@ -223,7 +223,7 @@ impl Default for Timeouts {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retries {
     /// Extra attempts on connect errors, 429 and 5xx before the first byte.

@@ -3,6 +3,7 @@
 //! the fix. Nothing here touches the environment or the network.
 
 mod backend;
+mod keys;
 mod target;
 pub mod validate;
 
@@ -10,6 +11,7 @@ pub use backend::{
     AnthropicConfig, BackendConfig, Cloud, LocalConfig, ModelConfig, OpenAiConfig, Overflow,
     Retries, Timeouts,
 };
+pub use keys::{FailMode, KeyConfig, OnBudgetExhausted, StateConfig};
 pub use target::{Target, CATEGORIES};
 
 use serde::Deserialize;
@@ -38,6 +40,18 @@ pub struct Policy {
     /// Send a share of locally answered requests to a cloud model as well
     /// (off the request path) and export how often the answers agree.
     pub shadow: Option<ShadowConfig>,
+    /// Virtual keys by name. None: the gateway is open (local development).
+    #[serde(default)]
+    pub keys: BTreeMap<String, KeyConfig>,
+    /// Where limits and budgets count; absent: in this process.
+    pub state: Option<StateConfig>,
+    /// What a request does when its key's cloud budget is spent.
+    #[serde(default)]
+    pub on_budget_exhausted: OnBudgetExhausted,
+    /// sha256 of the YAML text this policy was parsed from (set by
+    /// `from_yaml`; shown by `GET /v1/policy` and logged on reload).
+    #[serde(skip)]
+    pub source_hash: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -167,9 +181,16 @@ impl Tier {
 impl Policy {
     /// Parse YAML strictly and validate it.
     pub fn from_yaml(text: &str) -> Result<Policy, String> {
-        let policy: Policy =
+        let mut policy: Policy =
             serde_yaml::from_str(text).map_err(|e| format!("policy does not parse: {e}"))?;
         validate::validate(&policy)?;
+        policy.source_hash = Some({
+            use sha2::Digest;
+            sha2::Sha256::digest(text.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        });
         Ok(policy)
     }
 

@@ -158,10 +158,84 @@ pub fn validate(p: &Policy) -> Result<(), String> {
             }
         }
     }
+    check_keys(p, &ids, &mut errors);
+    if let Some(st) = &p.state {
+        if !st.redis_url.starts_with("redis://") {
+            errors.push(format!(
+                "`state.redis_url`: `{}` is not a redis:// URL (e.g. redis://127.0.0.1:6379)",
+                st.redis_url
+            ));
+        }
+        if st.timeout_ms == 0 {
+            errors.push("`state.timeout_ms`: must be above 0".into());
+        }
+    }
     if errors.is_empty() {
         Ok(())
     } else {
         Err(errors.join("\n"))
+    }
+}
+
+/// Names, ids and hashes in the shape `slmgate keys add` writes; known
+/// models; limits above zero.
+fn check_keys(p: &Policy, ids: &BTreeMap<String, String>, errors: &mut Vec<String>) {
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let mut seen = BTreeMap::new();
+    for (name, k) in &p.keys {
+        let f = format!("keys.{name}");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            errors.push(format!(
+                "`{f}`: key names use letters, digits, '-' and '_' only"
+            ));
+        }
+        if !hex(&k.id, 8) {
+            errors.push(format!(
+                "`{f}.id`: must be 8 hex digits, as written by `slmgate keys add`"
+            ));
+        } else if let Some(prev) = seen.insert(k.id.clone(), name.clone()) {
+            errors.push(format!(
+                "`{f}.id`: `{}` is also the id of `keys.{prev}`",
+                k.id
+            ));
+        }
+        let parts: Vec<&str> = k.hash.split(':').collect();
+        if !(parts.len() == 3 && parts[0] == "sha256" && hex(parts[1], 32) && hex(parts[2], 64)) {
+            errors.push(format!(
+                "`{f}.hash`: must be `sha256:<32 hex salt>:<64 hex digest>`; create keys with `slmgate keys add`"
+            ));
+        }
+        for m in k.models.iter().flatten() {
+            let qualified = Target::parse(m).is_some_and(|t| {
+                p.backends
+                    .get(&t.backend)
+                    .is_some_and(|b| b.models().contains_key(&t.model))
+            });
+            if !ids.contains_key(m) && !qualified {
+                errors.push(format!(
+                    "`{f}.models`: `{m}` is neither a route nor a configured model"
+                ));
+            }
+        }
+        for (what, v) in [("rpm", k.rpm), ("tpm", k.tpm)] {
+            if v == Some(0) {
+                errors.push(format!(
+                    "`{f}.{what}`: must be above 0 (leave it out for no limit)"
+                ));
+            }
+        }
+        for (what, v) in [
+            ("budget_usd_day", k.budget_usd_day),
+            ("budget_usd_month", k.budget_usd_month),
+        ] {
+            if v.is_some_and(|d| d.is_sign_negative()) {
+                errors.push(format!("`{f}.{what}`: must be >= 0"));
+            }
+        }
     }
 }
 

@@ -9,8 +9,9 @@
 use super::body::{tap, Out, Tap};
 use super::dispatch::{Dispatched, ReplyUsage};
 use super::stage::{Stage, Staged};
-use super::{put_header, Started};
+use super::{put_header, Settlements, Started};
 use crate::error::{failure, GatewayError};
+use crate::keys::Caller;
 use crate::metrics::Metrics;
 use crate::policy::cost::{self, Prices, Usage};
 use crate::policy::{RouteDecision, Target};
@@ -70,6 +71,10 @@ struct Reading {
     /// Which of its targets answered.
     answered: Option<usize>,
     started: Instant,
+    /// The key's name, when keys are on (`none` for a request refused 401).
+    key: Option<Arc<str>>,
+    /// Who counts what this request used (limits, budgets).
+    settlements: Option<Settlements>,
 }
 
 impl Reading {
@@ -86,9 +91,37 @@ impl Reading {
             .map_or(("none", "none"), |t| (t.backend.as_str(), t.model.as_str()))
     }
 
-    /// Count the request; for an answered one also tokens, cost, savings and
-    /// duration. Returns the cost.
+    /// Count the request (and for its key), then tell whoever counts what it
+    /// used (limits, budgets). Returns its cost.
     fn record(&self, usage: Option<Usage>, status: StatusCode) -> Decimal {
+        let paid = self.count(usage, status);
+        let used = usage.unwrap_or_default();
+        if let Some(key) = &self.key {
+            let m = &self.m.metrics;
+            m.key_requests
+                .with_label_values(&[key, status.as_str()])
+                .inc();
+            if used != Usage::default() {
+                m.key_tokens
+                    .with_label_values(&[key, "input"])
+                    .inc_by(used.prompt_tokens);
+                m.key_tokens
+                    .with_label_values(&[key, "output"])
+                    .inc_by(used.completion_tokens);
+                m.key_spend
+                    .with_label_values(&[key])
+                    .inc_by(cost::to_f64(paid));
+            }
+        }
+        if let Some(s) = &self.settlements {
+            s.run(used, paid);
+        }
+        paid
+    }
+
+    /// The request's counters; for an answered one also tokens, cost,
+    /// savings and duration. Returns the cost.
+    fn count(&self, usage: Option<Usage>, status: StatusCode) -> Decimal {
         let metrics = &self.m.metrics;
         let (b, model) = self.labels();
         metrics
@@ -141,11 +174,17 @@ impl MeterLayer {
             Some(d) => Some(d.decision.clone()),
             None => resp.extensions().get::<Arc<RouteDecision>>().cloned(),
         };
+        let key = match resp.extensions().get::<Caller>() {
+            Some(c) => Some(c.name.clone()),
+            None => (resp.status() == StatusCode::UNAUTHORIZED).then(|| Arc::from("none")),
+        };
         let mut reading = Reading {
             m: self.clone(),
             decision,
             answered: None,
             started,
+            key,
+            settlements: resp.extensions().get::<Settlements>().cloned(),
         };
         let Some(d) = dispatched.filter(|_| failure(&resp).is_none()) else {
             reading.record(None, resp.status());

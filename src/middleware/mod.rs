@@ -22,11 +22,14 @@
 //! | response: `Dispatched`, `ReplyShape` | dispatch | meter, shadow, edge |
 
 pub mod access_log;
+pub mod auth;
 pub mod body;
+pub mod budget;
 pub mod catch_panic;
 pub mod decide;
 pub mod dispatch;
 pub mod edge;
+pub mod limits;
 pub mod meter;
 pub mod parse;
 pub mod read_body;
@@ -51,6 +54,36 @@ pub struct RequestId(pub HeaderValue);
 /// When the gateway first saw the request (latency and overhead start here).
 #[derive(Debug, Clone, Copy)]
 pub struct Started(pub Instant);
+
+/// What an answered request used, told to the stages that count it (limits
+/// add tokens, budgets settle a reservation) once the meter knows: right
+/// away for a whole answer, at the end of a stream (or when the client left).
+pub trait Settle: Send + Sync {
+    fn settle(&self, usage: crate::policy::cost::Usage, cost: rust_decimal::Decimal);
+}
+
+/// The settlements a response carries (response extension); the meter runs
+/// each once.
+#[derive(Clone, Default)]
+pub struct Settlements(pub Vec<std::sync::Arc<dyn Settle>>);
+
+impl Settlements {
+    /// Add `s` to what `resp` carries.
+    pub fn add(resp: &mut Response, s: std::sync::Arc<dyn Settle>) {
+        match resp.extensions_mut().get_mut::<Settlements>() {
+            Some(all) => all.0.push(s),
+            None => {
+                resp.extensions_mut().insert(Settlements(vec![s]));
+            }
+        }
+    }
+
+    pub fn run(&self, usage: crate::policy::cost::Usage, cost: rust_decimal::Decimal) {
+        for s in &self.0 {
+            s.settle(usage, cost);
+        }
+    }
+}
 
 /// A stage's service calls its inner one from a boxed future: take the
 /// service that was driven to readiness, leave a clone for the next call.

@@ -72,3 +72,62 @@ where
         })
     }
 }
+
+/// A stage whose look at the request waits on something (the blocking
+/// pool, the shared store) before the next service can be called.
+pub trait AsyncStage<B>: Clone + Send + Sync + 'static {
+    type Carry: Send + 'static;
+
+    /// Runs first; `Err(response)` answers the request right there.
+    fn before(
+        &self,
+        req: &mut Request<B>,
+    ) -> impl Future<Output = Result<Self::Carry, Response>> + Send;
+
+    /// Runs on the answer of the rest of the chain.
+    fn after(&self, carry: Self::Carry, resp: Response) -> Response;
+}
+
+/// An `AsyncStage` around the next service. The next service is called
+/// after `before` finished, so the one driven to readiness is taken and a
+/// clone left for the next request (the chain below such a stage is short).
+#[derive(Debug, Clone)]
+pub struct AsyncStaged<T, S> {
+    stage: T,
+    inner: S,
+}
+
+impl<T, S> AsyncStaged<T, S> {
+    pub fn new(stage: T, inner: S) -> Self {
+        Self { stage, inner }
+    }
+}
+
+impl<T, S, B> Service<Request<B>> for AsyncStaged<T, S>
+where
+    T: AsyncStage<B>,
+    S: Service<Request<B>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let stage = self.stage.clone();
+        let mut inner = super::take_ready(&mut self.inner);
+        Box::pin(async move {
+            let carry = match stage.before(&mut req).await {
+                Ok(c) => c,
+                Err(answer) => return Ok(answer),
+            };
+            let Ok(resp) = inner.call(req).await;
+            Ok(stage.after(carry, resp))
+        })
+    }
+}

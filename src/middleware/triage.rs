@@ -4,17 +4,16 @@
 //! the quick estimate, inline. The verdict goes back on the answer as
 //! `x-slmgate-triage-score` / `x-slmgate-triage-category`.
 
-use super::{missing, put_header, take_ready, ResponseFuture};
+use super::stage::{AsyncStage, AsyncStaged};
+use super::{missing, put_header};
 use crate::api::openai::ParsedRequest;
 use crate::classifier::serve::Triager;
 use crate::classifier::TriageResult;
 use crate::policy::Requested;
 use axum::response::Response;
 use http::Request;
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tower::{Layer, Service};
+use tower::Layer;
 use tracing::field::Empty;
 use tracing::Instrument;
 
@@ -29,63 +28,43 @@ impl TriageLayer {
     }
 }
 
+/// The triage stage around the next service (the full triage waits for
+/// the blocking pool before the next service can be called).
+pub type TriageStage<S> = AsyncStaged<TriageLayer, S>;
+
 impl<S> Layer<S> for TriageLayer {
     type Service = TriageStage<S>;
     fn layer(&self, inner: S) -> TriageStage<S> {
-        TriageStage {
-            inner,
-            triager: self.triager.clone(),
-        }
+        AsyncStaged::new(self.clone(), inner)
     }
 }
 
-/// The triage stage around the next service. Its own service, not a
-/// `Stage`: the full triage waits for the blocking pool before the next
-/// service can be called.
-#[derive(Clone)]
-pub struct TriageStage<S> {
-    inner: S,
-    triager: Arc<Triager>,
-}
+impl<B: Send + 'static> AsyncStage<B> for TriageLayer {
+    type Carry = TriageResult;
 
-impl<S, B> Service<Request<B>> for TriageStage<S>
-where
-    S: Service<Request<B>, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = ResponseFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
+    async fn before(&self, req: &mut Request<B>) -> Result<TriageResult, Response> {
+        let Some(parsed) = req.extensions().get::<ParsedRequest>() else {
+            return Err(missing("the parsed request", "ParseLayer"));
+        };
+        let quick = req
+            .extensions()
+            .get::<Arc<Requested>>()
+            .is_some_and(|r| r.is_explicit());
+        let span = tracing::debug_span!("triage", quick, score = Empty, category = Empty);
+        let verdict = self
+            .triager
+            .triage(&parsed.messages, quick)
+            .instrument(span.clone())
+            .await;
+        span.record("score", verdict.score);
+        span.record("category", verdict.category);
+        req.extensions_mut().insert(verdict.clone());
+        Ok(verdict)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let triager = self.triager.clone();
-        let mut inner = take_ready(&mut self.inner);
-        Box::pin(async move {
-            let Some(parsed) = req.extensions().get::<ParsedRequest>() else {
-                return Ok(missing("the parsed request", "ParseLayer"));
-            };
-            let quick = req
-                .extensions()
-                .get::<Arc<Requested>>()
-                .is_some_and(|r| r.is_explicit());
-            let span = tracing::debug_span!("triage", quick, score = Empty, category = Empty);
-            let verdict = triager
-                .triage(&parsed.messages, quick)
-                .instrument(span.clone())
-                .await;
-            span.record("score", verdict.score);
-            span.record("category", verdict.category);
-            drop(span); // closed here: its time is triage's own
-            req.extensions_mut().insert(verdict.clone());
-            let Ok(mut resp) = inner.call(req).await;
-            label(&mut resp, &verdict);
-            Ok(resp)
-        })
+    fn after(&self, verdict: TriageResult, mut resp: Response) -> Response {
+        label(&mut resp, &verdict);
+        resp
     }
 }
 

@@ -129,6 +129,12 @@ impl Routing {
     pub fn resolve(&self, model: &str) -> Option<&Arc<Requested>> {
         self.ids.get(model)
     }
+
+    /// Whether client id `id` names the same route or model as `r` (a model
+    /// and its aliases do).
+    pub fn same(&self, id: &str, r: &Arc<Requested>) -> bool {
+        self.resolve(id).is_some_and(|x| Arc::ptr_eq(x, r))
+    }
 }
 
 #[cfg(test)]

@@ -107,14 +107,20 @@ pub(super) fn stream(
 ) -> EventStream {
     let stops = req.stop.clone();
     let wants_usage = req.include_usage;
+    let prompt_estimate = crate::backend::prompt_estimate(req);
     let s = async_stream::stream! {
         let _slot = slot;
         let created = unix_now();
         let mut filter = StopFilter::new(&stops);
+        let mut generated = 0u64;
         yield Ok(chunk_json(&id, &model, created, Delta { role: Some("assistant"), content: Some("") }, None));
         loop {
             match events.next().await {
                 Event::Delta(d) => {
+                    // mistral.rs streams a token at a time: count them until
+                    // it reports the usage (a client may leave before).
+                    generated += 1;
+                    cell.estimate(Usage { prompt_tokens: prompt_estimate, completion_tokens: generated });
                     let out = filter.push(&d);
                     if !out.is_empty() {
                         yield Ok(chunk_json(&id, &model, created, Delta { role: None, content: Some(&out) }, None));
