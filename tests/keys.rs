@@ -585,12 +585,15 @@ async fn streams_settle_budgets_finished_or_abandoned() {
         &policy(&base, &[&team, &admin], ""),
         &[("TEST_OPENAI_KEY", SECRET)],
     ));
-    let listing = |app: axum::Router| async move {
-        let mut req = Request::get("/v1/keys").body(Default::default()).unwrap();
-        let v = format!("Bearer {}", admin.plaintext);
-        req.headers_mut()
-            .insert("authorization", v.parse().unwrap());
-        send(&app, req).await.json()
+    let auth = format!("Bearer {}", admin.plaintext);
+    let listing = |app: axum::Router| {
+        let auth = auth.clone();
+        async move {
+            let mut req = Request::get("/v1/keys").body(Default::default()).unwrap();
+            req.headers_mut()
+                .insert("authorization", auth.parse().unwrap());
+            send(&app, req).await.json()
+        }
     };
 
     let mut body = chat("gpt-4o", "hi");
@@ -833,11 +836,13 @@ async fn policy_reloads_without_dropping_streams() {
     let r = c
         .post(format!("{}/v1/chat/completions", gw.url))
         .bearer_auth(&admin.plaintext)
-        .json(&chat("gpt-4o-mini", "hi"))
+        .json(&body)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "the old policy still serves");
+    let text = r.text().await.unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
 
     // Put the valid file back and send SIGHUP: reloaded on the signal too.
     std::fs::write(&gw.file, &valid).unwrap();
