@@ -171,8 +171,9 @@ async fn keys_gate_requests_in_the_clients_format() {
 #[tokio::test]
 async fn budgets_reserve_settle_and_refuse() {
     let up = upstream((10, 50)).await;
-    // gpt-4o: reserves 9 prompt (estimated) + 100 completion tokens =
-    // $0.001023; each answer really costs 10 x 2.5 + 50 x 10 per M = $0.000525.
+    // gpt-4o: reserves 10 prompt (bounded: 2 bytes + 8 for the message) +
+    // 100 completion tokens = $0.001025; each answer really costs 10 x 2.5 +
+    // 50 x 10 per M = $0.000525.
     let team = key("team", ", budget_usd_day: 0.002");
     let yaml = policy(
         &format!("{}/v1", up.uri()),
@@ -201,7 +202,7 @@ async fn budgets_reserve_settle_and_refuse() {
     assert_eq!(
         statuses,
         [200, 200, 429, 429],
-        "two fit: 525 + 525 spent, then 1050 + 1023 > 2000"
+        "two fit: 525 + 525 spent, then 1050 + 1025 > 2000"
     );
     let m = metrics_of(&app).await;
     assert!(
@@ -212,6 +213,98 @@ async fn budgets_reserve_settle_and_refuse() {
         m.contains(r#"slmgate_key_limited_total{key="team",limit="budget",outcome="rejected"} 2"#),
         "{m}"
     );
+}
+
+/// The reservation is an upper bound: `n` choices multiply it, a request
+/// without `max_tokens` gets the limit it was reserved for written into it,
+/// and a client that leaves while a whole answer is generated is charged the
+/// reservation (the provider bills it anyway).
+#[tokio::test]
+async fn reservations_bound_what_a_request_can_cost() {
+    let up = upstream((10, 5)).await;
+    let slow = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(completion(10, 5))
+                .set_delay(Duration::from_millis(1500)),
+        )
+        .mount(&slow)
+        .await;
+    // gpt-4o at max_tokens 100: 10 x 2.5 + 100 x 10 per M = $0.001025
+    // reserved; an answer costs 10 x 2.5 + 5 x 10 per M = $0.000075.
+    let team = key("team", ", budget_usd_day: 0.0015");
+    let admin = key("admin", ", admin: true");
+    let tail = "on_budget_exhausted: reject";
+    let app = slmgate::app(state(
+        &policy(&format!("{}/v1", up.uri()), &[&team, &admin], tail),
+        &[("TEST_OPENAI_KEY", SECRET)],
+    ));
+    let mut body = chat("gpt-4o", "hi");
+    body["max_tokens"] = json!(100);
+    let mut two = body.clone();
+    two["n"] = json!(2);
+    let go = |b: &Value| send(&app, with_key(post_json("/v1/chat/completions", b), &team));
+    assert_eq!(go(&body).await.status, 200);
+    assert_eq!(
+        go(&two).await.status,
+        429,
+        "n = 2 reserves 10 x 2.5 + 200 x 10 per M = $0.002025 > $0.0015"
+    );
+    assert_eq!(go(&body).await.status, 200, "n = 1 still fits");
+
+    // No max_tokens: the 4096 reserved for is what the upstream may generate.
+    let unlimited = chat("gpt-4o-mini", "hi");
+    let rich = key("rich", ", budget_usd_day: 5");
+    let app = slmgate::app(state(
+        &policy(&format!("{}/v1", up.uri()), &[&rich, &admin], tail),
+        &[("TEST_OPENAI_KEY", SECRET)],
+    ));
+    let r = send(
+        &app,
+        with_key(post_json("/v1/chat/completions", &unlimited), &rich),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let sent: Value = up
+        .received_requests()
+        .await
+        .unwrap()
+        .last()
+        .unwrap()
+        .body_json()
+        .unwrap();
+    assert_eq!(sent["max_completion_tokens"], 4096, "{sent}");
+
+    // The client leaves while the (slow) upstream generates: charged in full.
+    let app = slmgate::app(state(
+        &policy(&format!("{}/v1", slow.uri()), &[&team, &admin], tail),
+        &[("TEST_OPENAI_KEY", SECRET)],
+    ));
+    use tower::ServiceExt;
+    let call = app
+        .clone()
+        .oneshot(with_key(post_json("/v1/chat/completions", &body), &team));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), call)
+            .await
+            .is_err(),
+        "the upstream is slow"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut req = Request::get("/v1/keys").body(Default::default()).unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", admin.plaintext).parse().unwrap(),
+    );
+    let listing = send(&app, req).await.json();
+    let day = &usage_of(&listing, "team")["day"];
+    assert!(
+        (day["spent_usd"].as_f64().unwrap() - 0.001025).abs() < 1e-9,
+        "{listing}"
+    );
+    assert_eq!(day["reserved_usd"].as_f64().unwrap(), 0.0, "{listing}");
 }
 
 /// A redis-server on a free port, killed on drop.
@@ -383,7 +476,7 @@ async fn limits_and_budgets_hold_across_two_replicas() {
     let limited_n = statuses.iter().filter(|&&s| s == 429).count();
     assert_eq!((ok, limited_n), (10, 20), "{statuses:?}");
 
-    // $0.01 a day; each gpt-4o request reserves $0.001023 (100 completion
+    // $0.01 a day; each gpt-4o request reserves $0.001025 (100 completion
     // tokens) and costs $0.000525. Eight workers, four on each replica, each
     // sending until the budget refuses it twice.
     let mut body = chat("gpt-4o", "hi");
@@ -434,9 +527,9 @@ async fn limits_and_budgets_hold_across_two_replicas() {
         "every reservation settled"
     );
     let overshoot = spent - 0.01;
-    eprintln!("budget across replicas: {ok} answers admitted, spent ${spent:.6} of $0.01 (overshoot ${overshoot:.6}; one reservation is $0.001023)");
+    eprintln!("budget across replicas: {ok} answers admitted, spent ${spent:.6} of $0.01 (overshoot ${overshoot:.6}; one reservation is $0.001025)");
     assert!(
-        overshoot <= 0.001023,
+        overshoot <= 0.001025,
         "overspent by more than one reservation: {spent}"
     );
     assert!(ok >= 12.0, "most of the budget was used: {ok} answers");

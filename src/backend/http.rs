@@ -307,6 +307,11 @@ impl Upstream {
     ) -> super::BackendReply {
         let started = sent.started;
         let usage = Arc::new(UsageCell::default());
+        // The prompt counts from the start: a stream abandoned before its
+        // first chunk has still cost it.
+        if let Some(u) = mapper.estimate() {
+            usage.estimate(u);
+        }
         let events = self.stream(sent, mapper, usage.clone());
         super::BackendReply {
             format,

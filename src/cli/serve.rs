@@ -100,9 +100,13 @@ pub async fn serve(policy_path: Option<PathBuf>, listen: SocketAddr) -> Result<(
     // new one swapped in without a restart; see `reload`.
     let live = crate::reload::Live::new(crate::gateway::Gateway::from_state(state), policy_path);
     tokio::spawn(live.clone().watch());
-    crate::server::serve(listener, crate::reload::LiveService(live), grace)
+    let served = crate::server::serve(listener, crate::reload::LiveService(live.clone()), grace)
         .await
-        .map_err(|e| format!("server error: {e}"))
+        .map_err(|e| format!("server error: {e}"));
+    // What the last answers cost reaches the shared budgets before exit.
+    let shared = live.gateway().state().shared.clone();
+    shared.drain(Duration::from_secs(5)).await;
+    served
 }
 
 pub fn check(path: &Path) -> Result<String, String> {

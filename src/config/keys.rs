@@ -36,7 +36,7 @@ impl KeyConfig {
 }
 
 /// Where limits and budgets count (absent: in this process).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
     /// `redis://[:password@]host:port[/db]`: counters shared by every
@@ -49,6 +49,19 @@ pub struct StateConfig {
     /// `slmgate_state_errors_total`, logged once a minute), `closed` answers 503.
     #[serde(default)]
     pub on_unavailable: FailMode,
+}
+
+impl std::fmt::Debug for StateConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateConfig")
+            .field(
+                "redis_url",
+                &crate::store::resp::redact_url(&self.redis_url),
+            )
+            .field("timeout_ms", &self.timeout_ms)
+            .field("on_unavailable", &self.on_unavailable)
+            .finish()
+    }
 }
 
 fn default_state_timeout() -> u64 {

@@ -163,7 +163,7 @@ pub fn validate(p: &Policy) -> Result<(), String> {
         if !st.redis_url.starts_with("redis://") {
             errors.push(format!(
                 "`state.redis_url`: `{}` is not a redis:// URL (e.g. redis://127.0.0.1:6379)",
-                st.redis_url
+                crate::store::resp::redact_url(&st.redis_url)
             ));
         }
         if st.timeout_ms == 0 {

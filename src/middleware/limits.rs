@@ -36,12 +36,12 @@ impl LimitsLayer {
         }
     }
 
-    fn refuse(&self, c: &Caller, limit: &str, e: GatewayError) -> Response {
+    fn refuse(&self, c: &Caller, limit: &str, e: GatewayError) -> GatewayError {
         self.metrics
             .key_limited
             .with_label_values(&[&c.name, limit, "rejected"])
             .inc();
-        e.into_response()
+        e
     }
 
     /// A 429 for `limit`, unless the store could not answer and the policy
@@ -51,9 +51,9 @@ impl LimitsLayer {
         c: &Caller,
         limit: &str,
         admit: Result<Option<Admit>, GatewayError>,
-    ) -> Result<(), Response> {
+    ) -> Result<(), GatewayError> {
         match admit {
-            Err(e) => Err(e.into_response()),
+            Err(e) => Err(e),
             Ok(Some(Admit::No { retry_after })) => Err(self.refuse(
                 c,
                 limit,
@@ -95,20 +95,27 @@ impl<B: Send + 'static> AsyncStage<B> for LimitsLayer {
             .map(|p| p.model.clone())
             .unwrap_or_default();
         if !c.may_use(&self.routing, &model) {
-            return Err(self.refuse(
-                &c,
-                "model",
-                GatewayError::Forbidden(format!("key `{}` may not use model `{model}`", c.name)),
-            ));
+            return Err(self
+                .refuse(
+                    &c,
+                    "model",
+                    GatewayError::Forbidden(format!(
+                        "key `{}` may not use model `{model}`",
+                        c.name
+                    )),
+                )
+                .into_response());
         }
         let store = &self.shared.store;
         if let Some(rpm) = c.key.rpm {
             let r = store.admit_request(&c.name, rpm).await;
-            self.check(&c, "rpm", self.shared.judge("rpm", r))?;
+            self.check(&c, "rpm", self.shared.judge("rpm", r))
+                .map_err(IntoResponse::into_response)?;
         }
         if let Some(tpm) = c.key.tpm {
             let r = store.check_tokens(&c.name, tpm).await;
-            self.check(&c, "tpm", self.shared.judge("tpm", r))?;
+            self.check(&c, "tpm", self.shared.judge("tpm", r))
+                .map_err(IntoResponse::into_response)?;
             return Ok(Some(c));
         }
         Ok(None)

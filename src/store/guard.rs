@@ -8,7 +8,7 @@ use super::{Store, StoreError};
 use crate::config::{FailMode, Policy};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,25 @@ pub struct Shared {
     metrics: Arc<Metrics>,
     /// When a store failure was last logged (ms since the epoch).
     logged: AtomicU64,
+    /// Settles still on their way to the store.
+    pending: Arc<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    count: AtomicUsize,
+    done: tokio::sync::Notify,
+}
+
+/// Held by a settle on its way to the store; `Shared::drain` waits for it.
+pub struct PendingGuard(Arc<Pending>);
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.done.notify_waiters();
+        }
+    }
 }
 
 impl Shared {
@@ -38,7 +57,34 @@ impl Shared {
             fail,
             metrics,
             logged: AtomicU64::new(0),
+            pending: Arc::default(),
         })
+    }
+
+    /// Count a settle in flight until the guard drops.
+    pub fn pending(&self) -> PendingGuard {
+        self.pending.count.fetch_add(1, Ordering::AcqRel);
+        PendingGuard(self.pending.clone())
+    }
+
+    /// Wait (at most `limit`) for the settles in flight to reach the store,
+    /// so a shutdown does not lose what the last answers cost.
+    pub async fn drain(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let done = self.pending.done.notified();
+            if self.pending.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, done).await.is_err() {
+                let left = self.pending.count.load(Ordering::Acquire);
+                tracing::warn!(
+                    left,
+                    "settles still pending at shutdown; their leases expire instead"
+                );
+                return;
+            }
+        }
     }
 
     /// The store's answer; when it has none, `Ok(None)` (fail-open: carry
@@ -65,9 +111,11 @@ impl Shared {
         }
         match self.fail {
             FailMode::Open => Ok(None),
-            FailMode::Closed => Err(GatewayError::BackendUnavailable(format!(
-                "{e}; limits cannot be checked (state.on_unavailable: closed)"
-            ))),
+            // The client is not told where the state lives.
+            FailMode::Closed => Err(GatewayError::BackendUnavailable(
+                "shared state unavailable: limits cannot be checked (state.on_unavailable: closed)"
+                    .into(),
+            )),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The counters in this process: the same semantics as the Redis scripts,
 //! each operation under one lock, entries dropped when they expire.
 
-use super::{BudgetLimits, Reserved, Spend, Usage};
+use super::{BudgetLimits, Lease, Period, Reserved, Spend, Usage};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
@@ -16,8 +16,10 @@ struct Inner {
     logs: HashMap<String, VecDeque<u64>>,
     /// Integer counters with their expiry (ms since the epoch).
     counters: HashMap<String, (i64, u64)>,
-    /// Budget periods: spent and reserved, with their expiry.
-    budgets: HashMap<String, (Spend, u64)>,
+    /// Budget periods: spent, with its expiry.
+    spent: HashMap<String, (i64, u64)>,
+    /// Budget periods' leases: member -> (amount, deadline).
+    leases: HashMap<String, HashMap<String, (i64, u64)>>,
     /// When expired entries were last swept.
     swept: u64,
 }
@@ -36,7 +38,11 @@ impl Inner {
             !log.is_empty()
         });
         self.counters.retain(|_, (_, exp)| *exp > now);
-        self.budgets.retain(|_, (_, exp)| *exp > now);
+        self.spent.retain(|_, (_, exp)| *exp > now);
+        self.leases.retain(|_, l| {
+            l.retain(|_, (_, deadline)| *deadline > now);
+            !l.is_empty()
+        });
     }
 
     fn counter(&self, key: &str, now: u64) -> i64 {
@@ -46,11 +52,21 @@ impl Inner {
             .map_or(0, |(v, _)| *v)
     }
 
-    fn spend(&self, key: &str, now: u64) -> Spend {
-        self.budgets
-            .get(key)
-            .filter(|(_, exp)| *exp > now)
-            .map_or(Spend::default(), |(s, _)| *s)
+    /// A period's spend and live reservations (`keys`: spent, leases).
+    fn spend(&self, spent: &str, leases: &str, now: u64) -> Spend {
+        Spend {
+            spent: self
+                .spent
+                .get(spent)
+                .filter(|(_, exp)| *exp > now)
+                .map_or(0, |(v, _)| *v),
+            reserved: self.leases.get(leases).map_or(0, |l| {
+                l.values()
+                    .filter(|(_, deadline)| *deadline > now)
+                    .map(|(a, _)| a)
+                    .sum()
+            }),
+        }
     }
 }
 
@@ -90,54 +106,72 @@ impl Memory {
     pub fn add(&self, key: &str, n: i64, expires: u64) {
         let now = super::now_ms();
         let mut g = self.lock();
+        g.sweep(now, super::RPM_WINDOW_MS);
         let v = g.counter(key, now) + n;
         g.counters.insert(key.to_string(), (v, expires));
     }
 
+    /// `keys`: day spent, month spent, day leases, month leases.
     pub fn reserve(
         &self,
-        keys: &[String; 2],
-        amount: i64,
+        keys: &[String; 4],
+        lease: &Lease,
         limits: BudgetLimits,
+        now: u64,
+        deadline: u64,
         ttls: [u64; 2],
     ) -> Reserved {
-        let now = super::now_ms();
         let mut g = self.lock();
+        g.sweep(now, super::RPM_WINDOW_MS);
         let limits = [limits.day, limits.month];
-        let used: Vec<i64> = keys
-            .iter()
-            .map(|k| {
-                let s = g.spend(k, now);
+        let used: Vec<i64> = (0..2)
+            .map(|i| {
+                let s = g.spend(&keys[i], &keys[2 + i], now);
                 s.spent + s.reserved
             })
             .collect();
-        let ok = used
-            .iter()
-            .zip(limits)
-            .all(|(u, l)| l.is_none_or(|l| u + amount <= l));
+        let refused = (0..2).find(|&i| limits[i].is_some_and(|l| used[i] + lease.amount > l));
+        let ok = refused.is_none();
         if ok {
-            for (k, ttl) in keys.iter().zip(ttls) {
-                let mut s = g.spend(k, now);
-                s.reserved += amount;
-                g.budgets.insert(k.clone(), (s, now + ttl));
+            for i in 0..2 {
+                g.leases
+                    .entry(keys[2 + i].clone())
+                    .or_default()
+                    .insert(lease.member.clone(), (lease.amount, deadline));
+                let exp = now + ttls[i];
+                if let Some(s) = g.spent.get_mut(&keys[i]) {
+                    s.1 = s.1.max(exp);
+                }
             }
         }
-        let after = |i: usize| used[i] + if ok { amount } else { 0 };
+        let after = |i: usize| used[i] + if ok { lease.amount } else { 0 };
         Reserved {
             ok,
+            refused_by: refused.map(|i| if i == 0 { Period::Day } else { Period::Month }),
             day_left: limits[0].map(|l| l - after(0)),
             month_left: limits[1].map(|l| l - after(1)),
         }
     }
 
-    pub fn settle(&self, keys: &[String; 2], reserved: i64, spent: i64, ttls: [u64; 2]) {
+    /// Release `lease` and count `spent`, once.
+    pub fn settle(&self, keys: &[String; 4], lease: &Lease, spent: i64, ttls: [u64; 2]) {
         let now = super::now_ms();
         let mut g = self.lock();
-        for (k, ttl) in keys.iter().zip(ttls) {
-            let mut s = g.spend(k, now);
-            s.reserved -= reserved;
-            s.spent += spent;
-            g.budgets.insert(k.clone(), (s, now + ttl));
+        g.sweep(now, super::RPM_WINDOW_MS);
+        for i in 0..2 {
+            let held = g
+                .leases
+                .get_mut(&keys[2 + i])
+                .and_then(|l| l.remove(&lease.member))
+                .is_some();
+            if held {
+                let v = g
+                    .spent
+                    .get(&keys[i])
+                    .filter(|(_, e)| *e > now)
+                    .map_or(0, |x| x.0);
+                g.spent.insert(keys[i].clone(), (v + spent, now + ttls[i]));
+            }
         }
     }
 
@@ -145,7 +179,7 @@ impl Memory {
         &self,
         rpm: &str,
         tpm: &[String],
-        budgets: [&String; 2],
+        budgets: &[String; 4],
         now: u64,
         window: u64,
     ) -> Usage {
@@ -155,8 +189,8 @@ impl Memory {
                 l.iter().filter(|&&t| t + window > now).count() as i64
             }),
             tokens_last_minute: tpm.iter().map(|k| g.counter(k, now)).sum(),
-            day: g.spend(budgets[0], now),
-            month: g.spend(budgets[1], now),
+            day: g.spend(&budgets[0], &budgets[2], now),
+            month: g.spend(&budgets[1], &budgets[3], now),
         }
     }
 }

@@ -6,9 +6,17 @@
 //! - requests per minute: a sliding-window log (admitted requests in any
 //!   60 s never exceed the limit);
 //! - tokens per minute: six 10-second buckets (checked before, added after);
-//! - budgets: per day and per month, `spent` and `reserved` in micro-dollars;
-//!   a request reserves its maximum cost atomically against both periods,
-//!   settles the real cost when it is known, releases the rest.
+//! - budgets: per day and per month, in micro-dollars: `spent`, and the
+//!   reservations in flight as *leases* (a sorted set scored by deadline).
+//!   A request reserves its maximum cost atomically against both periods
+//!   and settles the real cost when it is known. Settling removes the lease
+//!   and adds the cost only if the lease was still there, so a settle can
+//!   be retried safely; a lease whose settle never comes (a crash, Redis
+//!   gone at the wrong moment) expires at its deadline instead of holding
+//!   the budget for the rest of the month.
+//!
+//! Every key of one caller shares the hash tag `{name}`, so the scripts'
+//! keys sit in one slot on a Redis Cluster too.
 
 pub mod guard;
 mod memory;
@@ -70,12 +78,41 @@ pub struct BudgetLimits {
 }
 
 /// A reservation's outcome, with what is left of each limited budget
-/// (micro-dollars, after the reservation when it was made).
+/// (micro-dollars, after the reservation when it was made; negative when
+/// already overspent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reserved {
     pub ok: bool,
+    /// The budget that refused it, when one did.
+    pub refused_by: Option<Period>,
     pub day_left: Option<i64>,
     pub month_left: Option<i64>,
+}
+
+/// A budget period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Day,
+    Month,
+}
+
+/// How long a reservation holds the budget if it is never settled.
+pub const LEASE_MS: u64 = 3_600_000;
+
+/// Ms from `now` to the start of the next UTC day (`Period::Day`) or month.
+pub fn until_next(period: Period, now: u64) -> u64 {
+    let day_ms = 86_400_000;
+    let to_tomorrow = day_ms - now % day_ms;
+    match period {
+        Period::Day => to_tomorrow,
+        Period::Month => {
+            let mut days = now / day_ms + 1;
+            while civil_from_days(days as i64).2 != 1 {
+                days += 1;
+            }
+            days * day_ms - now
+        }
+    }
 }
 
 /// Spent and reserved micro-dollars of one period.
@@ -140,47 +177,105 @@ if total >= limit then return wait end
 return 0
 "#;
 
-/// Reserve ARGV[1] micro-dollars against the day (KEYS[1]) and month
-/// (KEYS[2]) budgets, limits ARGV[2]/ARGV[3] (-1: none). Returns
-/// {verdict, day left, month left}: verdict 0 (reserved), or 1 (day) / 2
-/// (month) for the budget that would be overspent; left -1 when no limit.
-const RESERVE: &str = r#"
+/// Add ARGV[1] to the counter KEYS[1], which expires ARGV[2] ms later.
+const ADD: &str = r#"
+redis.call('INCRBY', KEYS[1], tonumber(ARGV[1]))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 0
+"#;
+
+/// Reserved micro-dollars of one period: the live leases of KEYS[i]
+/// (members `id:amount`, scored by deadline), expired ones dropped.
+const LEASED: &str = r#"
+local function leased(key, now)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  local sum = 0
+  for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    sum = sum + tonumber(string.match(m, ':(%d+)$') or '0')
+  end
+  return sum
+end
+"#;
+
+/// Reserve ARGV[1] micro-dollars against the day and month budgets
+/// (KEYS[1]/KEYS[2]: spent; KEYS[3]/KEYS[4]: leases), limits ARGV[2]/ARGV[3]
+/// (-1: none), as lease ARGV[8] until ARGV[7]. Returns {verdict, day left,
+/// month left}: verdict 0 (reserved), or 1 (day) / 2 (month) for the budget
+/// that would be overspent; left is a string (it may be negative) or false
+/// when there is no limit.
+const RESERVE_BODY: &str = r#"
 local amount = tonumber(ARGV[1])
 local limits = { tonumber(ARGV[2]), tonumber(ARGV[3]) }
+local now = tonumber(ARGV[6])
 local used = {}
 local verdict = 0
 for i = 1, 2 do
-  used[i] = tonumber(redis.call('HGET', KEYS[i], 'spent') or '0')
-    + tonumber(redis.call('HGET', KEYS[i], 'reserved') or '0')
+  used[i] = tonumber(redis.call('HGET', KEYS[i], 'spent') or '0') + leased(KEYS[2 + i], now)
   if verdict == 0 and limits[i] >= 0 and used[i] + amount > limits[i] then verdict = i end
 end
 if verdict == 0 then
   for i = 1, 2 do
-    redis.call('HINCRBY', KEYS[i], 'reserved', amount)
-    redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[3 + i]))
+    redis.call('ZADD', KEYS[2 + i], tonumber(ARGV[7]), ARGV[8])
+    redis.call('PEXPIRE', KEYS[2 + i], math.max(tonumber(ARGV[3 + i]), tonumber(ARGV[7]) - now))
     used[i] = used[i] + amount
   end
 end
 local left = {}
 for i = 1, 2 do
-  if limits[i] >= 0 then left[i] = limits[i] - used[i] else left[i] = -1 end
+  if limits[i] >= 0 then left[i] = tostring(limits[i] - used[i]) else left[i] = false end
 end
 return { verdict, left[1], left[2] }
 "#;
 
-/// Settle a reservation: release ARGV[1], add the real cost ARGV[2].
+/// Settle lease ARGV[1]: remove it and, if it was still there, add the real
+/// cost ARGV[2] to the period's spend. Returns 1 when it was settled now.
 const SETTLE: &str = r#"
+local settled = 0
 for i = 1, 2 do
-  redis.call('HINCRBY', KEYS[i], 'reserved', -tonumber(ARGV[1]))
-  redis.call('HINCRBY', KEYS[i], 'spent', tonumber(ARGV[2]))
-  redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2 + i]))
+  if redis.call('ZREM', KEYS[2 + i], ARGV[1]) == 1 then
+    settled = 1
+    redis.call('HINCRBY', KEYS[i], 'spent', tonumber(ARGV[2]))
+    redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2 + i]))
+  end
 end
-return 0
+return settled
 "#;
 
-/// Budget keys live a little longer than their period.
-const DAY_TTL_MS: u64 = 2 * 86_400_000;
-const MONTH_TTL_MS: u64 = 40 * 86_400_000;
+/// A key's usage in one round trip: KEYS = rpm log, day spent, month spent,
+/// day leases, month leases, then the tpm buckets; ARGV = now, window.
+/// Returns {requests, tokens, day spent, day reserved, month spent, month
+/// reserved}.
+const USAGE_BODY: &str = r#"
+local now = tonumber(ARGV[1])
+local requests = redis.call('ZCOUNT', KEYS[1], '(' .. (now - tonumber(ARGV[2])), '+inf')
+local tokens = 0
+for i = 6, #KEYS do tokens = tokens + tonumber(redis.call('GET', KEYS[i]) or '0') end
+local out = { requests, tokens }
+for i = 1, 2 do
+  out[#out + 1] = tonumber(redis.call('HGET', KEYS[1 + i], 'spent') or '0')
+  out[#out + 1] = leased(KEYS[3 + i], now)
+end
+return out
+"#;
+
+/// Budget keys live a little longer than their period (day, month).
+const TTLS: [u64; 2] = [2 * 86_400_000, 40 * 86_400_000];
+
+/// One request's reservation: a unique member and its amount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub member: String,
+    pub amount: i64,
+}
+
+impl Lease {
+    pub fn new(amount: i64) -> Lease {
+        Lease {
+            member: format!("{:016x}:{amount}", rand::random::<u64>()),
+            amount,
+        }
+    }
+}
 
 pub struct RedisStore {
     client: Client,
@@ -196,18 +291,21 @@ impl RedisStore {
 }
 
 fn rpm_key(name: &str) -> String {
-    format!("slmgate:rpm:{name}")
+    format!("slmgate:{{{name}}}:rpm")
 }
 fn tpm_keys(name: &str, now: u64) -> Vec<String> {
     let b = now / TPM_BUCKET_MS;
     (0..6)
-        .map(|i| format!("slmgate:tpm:{name}:{}", b - i))
+        .map(|i| format!("slmgate:{{{name}}}:tpm:{}", b - i))
         .collect()
 }
-fn budget_keys(name: &str, p: &Periods) -> [String; 2] {
+/// Day spent, month spent, day leases, month leases.
+fn budget_keys(name: &str, p: &Periods) -> [String; 4] {
     [
-        format!("slmgate:budget:{name}:{}", p.day),
-        format!("slmgate:budget:{name}:{}", p.month),
+        format!("slmgate:{{{name}}}:spent:{}", p.day),
+        format!("slmgate:{{{name}}}:spent:{}", p.month),
+        format!("slmgate:{{{name}}}:leases:{}", p.day),
+        format!("slmgate:{{{name}}}:leases:{}", p.month),
     ]
 }
 /// How long until the oldest 10 s bucket of the window drops out.
@@ -229,7 +327,7 @@ impl Store {
     pub async fn admit_request(&self, name: &str, limit: u64) -> Result<Admit, StoreError> {
         let now = now_ms();
         let wait = match self {
-            Store::Memory(m) => m.admit_request(name, limit, now, RPM_WINDOW_MS),
+            Store::Memory(m) => m.admit_request(&rpm_key(name), limit, now, RPM_WINDOW_MS),
             Store::Redis(r) => {
                 let member = format!("{now}-{:016x}", rand::random::<u64>());
                 let reply = r
@@ -280,50 +378,58 @@ impl Store {
         match self {
             Store::Memory(m) => m.add(key, tokens as i64, now + 7 * TPM_BUCKET_MS),
             Store::Redis(r) => {
-                let n = tokens.to_string();
                 let ttl = (7 * TPM_BUCKET_MS).to_string();
                 r.client
-                    .cmd(&[b"INCRBY", key.as_bytes(), n.as_bytes()])
-                    .await?;
-                r.client
-                    .cmd(&[b"PEXPIRE", key.as_bytes(), ttl.as_bytes()])
+                    .eval(ADD, &[key], &[&tokens.to_string(), &ttl])
                     .await?;
             }
         }
         Ok(())
     }
 
-    /// Reserve `amount` micro-dollars; not `ok` when a budget would be
-    /// overspent (nothing reserved then).
+    /// Reserve `amount` micro-dollars as `lease` (unique per request); not
+    /// `ok` when a budget would be overspent (nothing reserved then).
     pub async fn reserve(
         &self,
         name: &str,
         periods: &Periods,
-        amount: i64,
+        lease: &Lease,
         limits: BudgetLimits,
     ) -> Result<Reserved, StoreError> {
         let keys = budget_keys(name, periods);
+        let now = now_ms();
+        let deadline = now + LEASE_MS;
         match self {
-            Store::Memory(m) => Ok(m.reserve(&keys, amount, limits, [DAY_TTL_MS, MONTH_TTL_MS])),
+            Store::Memory(m) => Ok(m.reserve(&keys, lease, limits, now, deadline, TTLS)),
             Store::Redis(r) => {
+                let script = format!("{LEASED}{RESERVE_BODY}");
                 let reply = r
                     .client
                     .eval(
-                        RESERVE,
-                        &[&keys[0], &keys[1]],
+                        &script,
+                        &[&keys[0], &keys[1], &keys[2], &keys[3]],
                         &[
-                            &amount.to_string(),
+                            &lease.amount.to_string(),
                             &limits.day.unwrap_or(-1).to_string(),
                             &limits.month.unwrap_or(-1).to_string(),
-                            &DAY_TTL_MS.to_string(),
-                            &MONTH_TTL_MS.to_string(),
+                            &TTLS[0].to_string(),
+                            &TTLS[1].to_string(),
+                            &now.to_string(),
+                            &deadline.to_string(),
+                            &lease.member,
                         ],
                     )
                     .await?;
-                let n = |i: usize| reply.items().get(i).and_then(|r| r.as_int());
-                let left = |i: usize| n(i).filter(|&v| v >= 0);
+                let items = reply.items();
+                let verdict = items.first().and_then(|r| r.as_int());
+                let left = |i: usize| items.get(i).and_then(|r| r.as_int());
                 Ok(Reserved {
-                    ok: n(0) == Some(0),
+                    ok: verdict == Some(0),
+                    refused_by: match verdict {
+                        Some(1) => Some(Period::Day),
+                        Some(2) => Some(Period::Month),
+                        _ => None,
+                    },
                     day_left: left(1),
                     month_left: left(2),
                 })
@@ -331,27 +437,28 @@ impl Store {
         }
     }
 
-    /// Release a reservation of `reserved` and count `spent` instead.
+    /// Settle `lease` with the real cost `spent`: the lease is released and
+    /// the cost counted, once (a repeated settle does nothing).
     pub async fn settle(
         &self,
         name: &str,
         periods: &Periods,
-        reserved: i64,
+        lease: &Lease,
         spent: i64,
     ) -> Result<(), StoreError> {
         let keys = budget_keys(name, periods);
         match self {
-            Store::Memory(m) => m.settle(&keys, reserved, spent, [DAY_TTL_MS, MONTH_TTL_MS]),
+            Store::Memory(m) => m.settle(&keys, lease, spent, TTLS),
             Store::Redis(r) => {
                 r.client
                     .eval(
                         SETTLE,
-                        &[&keys[0], &keys[1]],
+                        &[&keys[0], &keys[1], &keys[2], &keys[3]],
                         &[
-                            &reserved.to_string(),
+                            &lease.member,
                             &spent.to_string(),
-                            &DAY_TTL_MS.to_string(),
-                            &MONTH_TTL_MS.to_string(),
+                            &TTLS[0].to_string(),
+                            &TTLS[1].to_string(),
                         ],
                     )
                     .await?;
@@ -362,15 +469,10 @@ impl Store {
 
     /// Settle right away when the counters are in this process (`false`:
     /// they are in Redis, call `settle`).
-    pub fn settle_local(&self, name: &str, periods: &Periods, reserved: i64, spent: i64) -> bool {
+    pub fn settle_local(&self, name: &str, periods: &Periods, lease: &Lease, spent: i64) -> bool {
         match self {
             Store::Memory(m) => {
-                m.settle(
-                    &budget_keys(name, periods),
-                    reserved,
-                    spent,
-                    [DAY_TTL_MS, MONTH_TTL_MS],
-                );
+                m.settle(&budget_keys(name, periods), lease, spent, TTLS);
                 true
             }
             Store::Redis(_) => false,
@@ -397,43 +499,36 @@ impl Store {
     pub async fn usage(&self, name: &str) -> Result<Usage, StoreError> {
         let now = now_ms();
         let periods = Periods::now();
-        let [day, month] = budget_keys(name, &periods);
+        let budget = budget_keys(name, &periods);
         let tpm = tpm_keys(name, now);
         match self {
-            Store::Memory(m) => {
-                Ok(m.usage(&rpm_key(name), &tpm, [&day, &month], now, RPM_WINDOW_MS))
-            }
+            Store::Memory(m) => Ok(m.usage(&rpm_key(name), &tpm, &budget, now, RPM_WINDOW_MS)),
             Store::Redis(r) => {
-                let c = &r.client;
-                let from = now.saturating_sub(RPM_WINDOW_MS).to_string();
-                let requests = c
-                    .cmd(&[
-                        b"ZCOUNT",
-                        rpm_key(name).as_bytes(),
-                        from.as_bytes(),
-                        b"+inf",
-                    ])
-                    .await?
-                    .as_int()
-                    .unwrap_or(0);
-                let mut tokens = 0;
-                for k in &tpm {
-                    tokens += c.cmd(&[b"GET", k.as_bytes()]).await?.as_int().unwrap_or(0);
-                }
-                let mut spend = [Spend::default(); 2];
-                for (s, k) in spend.iter_mut().zip([&day, &month]) {
-                    let reply = c
-                        .cmd(&[b"HMGET", k.as_bytes(), b"spent", b"reserved"])
-                        .await?;
-                    let items = reply.items();
-                    s.spent = items.first().and_then(|r| r.as_int()).unwrap_or(0);
-                    s.reserved = items.get(1).and_then(|r| r.as_int()).unwrap_or(0);
-                }
+                let rpm = rpm_key(name);
+                let mut keys: Vec<&str> = vec![&rpm];
+                keys.extend(budget.iter().map(String::as_str));
+                keys.extend(tpm.iter().map(String::as_str));
+                let script = format!("{LEASED}{USAGE_BODY}");
+                let reply = r
+                    .client
+                    .eval(
+                        &script,
+                        &keys,
+                        &[&now.to_string(), &RPM_WINDOW_MS.to_string()],
+                    )
+                    .await?;
+                let n = |i: usize| reply.items().get(i).and_then(|r| r.as_int()).unwrap_or(0);
                 Ok(Usage {
-                    requests_last_minute: requests,
-                    tokens_last_minute: tokens,
-                    day: spend[0],
-                    month: spend[1],
+                    requests_last_minute: n(0),
+                    tokens_last_minute: n(1),
+                    day: Spend {
+                        spent: n(2),
+                        reserved: n(3),
+                    },
+                    month: Spend {
+                        spent: n(4),
+                        reserved: n(5),
+                    },
                 })
             }
         }
@@ -485,21 +580,60 @@ mod tests {
             day: Some(100),
             month: Some(1000),
         };
-        let r = s.reserve("k", &p, 60, lim).await.unwrap();
+        let first = Lease::new(60);
+        let r = s.reserve("k", &p, &first, lim).await.unwrap();
         assert!(r.ok);
         assert_eq!((r.day_left, r.month_left), (Some(40), Some(940)));
+        let refused = s.reserve("k", &p, &Lease::new(60), lim).await.unwrap();
+        assert!(!refused.ok, "60 + 60 > 100");
+        assert_eq!(refused.refused_by, Some(Period::Day));
+        s.settle("k", &p, &first, 30).await.unwrap();
+        s.settle("k", &p, &first, 30).await.unwrap(); // a retry counts once
         assert!(
-            !s.reserve("k", &p, 60, lim).await.unwrap().ok,
-            "60 + 60 > 100"
-        );
-        s.settle("k", &p, 60, 30).await.unwrap();
-        assert!(
-            s.reserve("k", &p, 60, lim).await.unwrap().ok,
+            s.reserve("k", &p, &Lease::new(60), lim).await.unwrap().ok,
             "30 spent + 60 <= 100"
         );
         let u = s.usage("k").await.unwrap();
         assert_eq!((u.day.spent, u.day.reserved), (30, 60));
         assert_eq!(u.requests_last_minute, 3);
         assert_eq!(u.tokens_last_minute, 100);
+    }
+
+    #[test]
+    fn leases_expire_and_over_budget_is_reported() {
+        let m = memory::Memory::default();
+        let keys = budget_keys("k", &Periods::now());
+        let lim = BudgetLimits {
+            day: Some(100),
+            month: None,
+        };
+        let now = now_ms();
+        let lost = Lease::new(90);
+        assert!(m.reserve(&keys, &lost, lim, now, now + 1_000, TTLS).ok);
+        assert!(
+            !m.reserve(&keys, &Lease::new(20), lim, now, now + 1_000, TTLS)
+                .ok
+        );
+        // Its settle never came: once past its deadline the lease is gone.
+        let later = now + 2_000;
+        let r = m.reserve(&keys, &Lease::new(20), lim, later, later + 1_000, TTLS);
+        assert!(r.ok, "the expired lease no longer holds the budget");
+        assert_eq!((r.day_left, r.month_left), (Some(80), None));
+        // A settle that comes after expiry does not count twice.
+        m.settle(&keys, &lost, 90, TTLS);
+        let over = m.reserve(&keys, &Lease::new(1), lim, later, later + 1_000, TTLS);
+        assert_eq!(over.day_left, Some(79));
+    }
+
+    #[test]
+    fn budget_periods_restart_at_utc_midnight_and_the_first() {
+        let day = 86_400_000;
+        // 2026-11-29T12:00Z: tomorrow in 12 h, December in 2.5 days.
+        let now = 20_786 * day + day / 2;
+        assert_eq!(until_next(Period::Day, now), day / 2);
+        assert_eq!(until_next(Period::Month, now), day + day / 2);
+        // 2024-02-29 (leap year): March 1st is next.
+        let leap = 19_782 * day;
+        assert_eq!(until_next(Period::Month, leap), day);
     }
 }

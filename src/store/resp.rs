@@ -52,18 +52,43 @@ pub enum RedisError {
 }
 
 /// Where Redis is: `redis://[:password@]host:port[/db]`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Endpoint {
     pub addr: String,
     pub password: Option<String>,
     pub db: Option<u32>,
 }
 
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("addr", &self.addr)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("db", &self.db)
+            .finish()
+    }
+}
+
+/// `url` with any password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => url.to_string(),
+        },
+        None => match url.rsplit_once('@') {
+            Some((_, host)) => format!("***@{host}"),
+            None => url.to_string(),
+        },
+    }
+}
+
 impl Endpoint {
     pub fn parse(url: &str) -> Result<Endpoint, String> {
+        let shown = redact_url(url);
         let rest = url
             .strip_prefix("redis://")
-            .ok_or_else(|| format!("`{url}` is not a redis:// URL"))?;
+            .ok_or_else(|| format!("`{shown}` is not a redis:// URL"))?;
         let (auth, hostpart) = match rest.rsplit_once('@') {
             Some((a, h)) => (Some(a), h),
             None => (None, rest),
@@ -73,14 +98,14 @@ impl Endpoint {
                 h,
                 Some(
                     d.parse::<u32>()
-                        .map_err(|_| format!("`{url}`: database `{d}` is not a number"))?,
+                        .map_err(|_| format!("`{shown}`: database `{d}` is not a number"))?,
                 ),
             ),
             Some((h, _)) => (h, None),
             None => (hostpart, None),
         };
         if host.is_empty() {
-            return Err(format!("`{url}` names no host"));
+            return Err(format!("`{shown}` names no host"));
         }
         let addr = if host.contains(':') {
             host.to_string()
@@ -174,14 +199,24 @@ impl Client {
     }
 
     /// Run a command. A connection that failed is dropped (the next command
-    /// opens a fresh one); an error reply keeps the connection.
+    /// opens a fresh one); an error reply keeps the connection. A pooled
+    /// connection that turns out dead (Redis restarted since) drops the
+    /// whole pool and the command is sent once more on a fresh connection:
+    /// the scripts are safe to repeat (their members are chosen by the
+    /// caller), and without this every pooled connection would fail one
+    /// request after each Redis restart.
     pub async fn cmd(&self, args: &[&[u8]]) -> Result<Reply, RedisError> {
         let pooled = self.idle.lock().await.pop();
-        let mut conn = match pooled {
-            Some(c) => c,
-            None => self.open().await?,
+        let (mut conn, was_pooled) = match pooled {
+            Some(c) => (c, true),
+            None => (self.open().await?, false),
         };
-        let out = self.exchange(&mut conn, args).await;
+        let mut out = self.exchange(&mut conn, args).await;
+        if was_pooled && matches!(out, Err(RedisError::Io(_))) {
+            self.idle.lock().await.clear();
+            conn = self.open().await?;
+            out = self.exchange(&mut conn, args).await;
+        }
         if matches!(out, Ok(_) | Err(RedisError::Reply(_))) {
             let mut idle = self.idle.lock().await;
             if idle.len() < self.size {
