@@ -43,7 +43,8 @@ RUN apt-get update \
 COPY --from=build /usr/local/bin/slmgate /usr/local/bin/slmgate
 COPY --from=build /models /models
 COPY policies/ /etc/slmgate/policies/
-ENV SLMGATE_MODELS_DIR=/models
+# HOME: mistral.rs creates an (unused) ~/.cache/huggingface at start-up.
+ENV SLMGATE_MODELS_DIR=/models HOME=/tmp
 USER 10001:10001
 EXPOSE 8080
 # /healthz: the process is alive; /readyz (for load balancers) also waits

@@ -136,8 +136,9 @@ python3 "$HERE/traffic.py" "$GW" "$TEAM_KEY" "$TINY_KEY" "$ROUNDS" >&2
 sleep 5 # the last scrapes
 END="$(date +%s)"
 
-written="$(find "$WORK/home" -mindepth 1 | wc -l)"
-log "files the gateway wrote under its HOME: $written"
+# What the gateway wrote outside the models dir (the k8s manifest mounts a
+# read-only root filesystem with HOME=/tmp on an emptyDir).
+log "written under the gateway's HOME: $(cd "$WORK/home" && find . -mindepth 1 | tr '\n' ' ')"
 alive "$GW_PID" || die "the gateway died"
 
 report="$WORK/report.md"

@@ -32,12 +32,15 @@ def api(prom, path, **params):
 
 
 def finite_series(result):
-    n = 0
+    """(series with a finite value, the largest finite value)"""
+    n, top = 0, None
     for s in result:
-        values = s.get("values") or ([s["value"]] if "value" in s else [])
-        if any(math.isfinite(float(v)) for _, v in values):
+        values = [float(v) for _, v in s.get("values") or ([s["value"]] if "value" in s else [])]
+        finite = [v for v in values if math.isfinite(v)]
+        if finite:
             n += 1
-    return n
+            top = max(finite) if top is None else max(top, max(finite))
+    return n, top
 
 
 def main():
@@ -53,8 +56,8 @@ def main():
     failed = 0
     print("### Dashboard queries\n")
     print(f"Range query over {int(end - start)} s, step {step} s, $__rate_interval = {opts['--rate-interval']}.\n")
-    print("| panel | title | query | series | with finite values | result |")
-    print("|---:|---|---|---:|---:|---|")
+    print("| panel | title | query | series | with finite values | max | result |")
+    print("|---:|---|---|---:|---:|---:|---|")
     for path in dashboards:
         d = json.load(open(path, encoding="utf-8"))
         values = {"job": ".+", "__rate_interval": opts["--rate-interval"], "__interval": f"{step}s",
@@ -70,12 +73,14 @@ def main():
                 expr = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: values[m.group(1) or m.group(2)], t["expr"])
                 r = api(prom, "query_range", query=expr, start=start, end=end, step=step)
                 if r.get("status") != "success":
-                    verdict, n, f = f"FAIL: {r.get('error')}", 0, 0
+                    verdict, n, f, top = f"FAIL: {r.get('error')}", 0, 0, None
                 else:
-                    n, f = len(r["data"]["result"]), finite_series(r["data"]["result"])
+                    n = len(r["data"]["result"])
+                    f, top = finite_series(r["data"]["result"])
                     verdict = "data" if f else "FAIL: no data"
                 failed += not verdict.startswith("data")
-                print(f"| {p['id']} | {p['title']} | {t['refId']} | {n} | {f} | {verdict} |")
+                shown = "" if top is None else f"{top:.4g}"
+                print(f"| {p['id']} | {p['title']} | {t['refId']} | {n} | {f} | {shown} | {verdict} |")
     print("\n### Rules loaded from deploy/prometheus/alerts.yaml\n")
     print("| rule | type | health | series now | state |")
     print("|---|---|---|---:|---|")
