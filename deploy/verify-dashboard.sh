@@ -112,9 +112,13 @@ START="$(date +%s)"
 log "traffic: $ROUNDS rounds"
 python3 "$HERE/traffic.py" "$GW" "$TEAM_KEY" "$TINY_KEY" "$ROUNDS" >&2
 
+# A labelled counter appears with its first increment, and Prometheus's
+# rate() does not count a series' appearance: the errors below are spread
+# over several scrapes so that the panels show a rate, not just a series.
 log "Redis stopped for a moment (shared-state errors; on_unavailable: open)"
 stop_pid "$REDIS_PID"
-for _ in 1 2 3; do
+for _ in 1 2 3 4; do
+  sleep 1.5
   curl -sS -o /dev/null -w '  without Redis: %{http_code}\n' -H "authorization: Bearer $TEAM_KEY" \
     -H 'content-type: application/json' \
     -d '{"model":"gpt-4o-mini","max_tokens":8,"messages":[{"role":"user","content":"Say hi."}]}' \
@@ -122,11 +126,13 @@ for _ in 1 2 3; do
 done
 start_redis
 
-log "policy reloads: SIGHUP, an invalid file, the valid one again"
+log "policy reloads: SIGHUP, an invalid file (noticed, then SIGHUP), the valid one again"
 kill -HUP "$GW_PID"
 sleep 3
 printf 'no_such_field: 1\n' >>"$POLICY"
 sleep 4
+kill -HUP "$GW_PID"
+sleep 3
 cp "$WORK/policy.good.yaml" "$POLICY.tmp" && mv "$POLICY.tmp" "$POLICY"
 sleep 4
 curl -fsS "$GW/metrics" | grep '^slmgate_policy_reloads_total' >&2 || die "no reloads counted"
