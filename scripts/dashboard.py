@@ -247,7 +247,7 @@ def build():
          "regex": "", "options": [], "includeAll": False, "multi": False},
         {"name": "job", "label": "Job", "type": "query", "datasource": DS,
          "definition": "label_values(slmgate_requests_total, job)",
-         "query": {"query": "label_values(slmgate_requests_total, job)", "refId": "jobs"},
+         "query": "label_values(slmgate_requests_total, job)",
          "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
          "includeAll": True, "allValue": ".+", "multi": True, "refresh": 2,
          "sort": 1, "hide": 0, "regex": "", "options": []},
