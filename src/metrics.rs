@@ -29,6 +29,7 @@ pub const KEY_REQUESTS_TOTAL: &str = "slmgate_key_requests_total";
 pub const KEY_TOKENS_TOTAL: &str = "slmgate_key_tokens_total";
 pub const KEY_SPEND_USD_TOTAL: &str = "slmgate_key_spend_usd_total";
 pub const KEY_BUDGET_REMAINING_USD: &str = "slmgate_key_budget_remaining_usd";
+pub const KEY_BUDGET_USD: &str = "slmgate_key_budget_usd";
 pub const KEY_LIMITED_TOTAL: &str = "slmgate_key_limited_total";
 pub const STATE_ERRORS_TOTAL: &str = "slmgate_state_errors_total";
 pub const POLICY_RELOADS_TOTAL: &str = "slmgate_policy_reloads_total";
@@ -60,6 +61,8 @@ pub struct Metrics {
     pub key_spend: CounterVec,
     /// Budget left after the last reservation, by key and period (day|month).
     pub key_budget_remaining: prometheus::GaugeVec,
+    /// Each key's budget by period, as the policy sets it.
+    pub key_budget: prometheus::GaugeVec,
     /// Requests refused or rerouted by a limit, by key and limit
     /// (rpm|tpm|budget|model) and outcome (rejected|local).
     pub key_limited: IntCounterVec,
@@ -129,7 +132,15 @@ impl Metrics {
             &["key", "period"],
         )?;
         registry.register(Box::new(key_budget_remaining.clone()))?;
-        Ok(Metrics {
+        let key_budget = prometheus::GaugeVec::new(
+            Opts::new(
+                KEY_BUDGET_USD,
+                "Each key's budget (USD) by period, as the policy sets it",
+            ),
+            &["key", "period"],
+        )?;
+        registry.register(Box::new(key_budget.clone()))?;
+        let m = Metrics {
             requests: counter(
                 REQUESTS_TOTAL,
                 "Requests by route, backend, model and HTTP status",
@@ -215,6 +226,7 @@ impl Metrics {
                 &["key"],
             )?,
             key_budget_remaining,
+            key_budget,
             key_limited: counter(
                 KEY_LIMITED_TOTAL,
                 "Requests refused or rerouted by a key's limit, by limit and outcome",
@@ -231,7 +243,34 @@ impl Metrics {
                 &["result"],
             )?,
             registry,
-        })
+        };
+        // Series that exist from the start, at 0, so that `rate()` sees
+        // their first increment.
+        for r in ["ok", "error"] {
+            m.policy_reloads.with_label_values(&[r]);
+        }
+        for op in ["rpm", "tpm", "tpm_add", "budget", "budget_settle", "usage"] {
+            m.state_errors.with_label_values(&[op]);
+        }
+        for r in ["agree", "disagree", "error", "skipped"] {
+            m.shadow.with_label_values(&[r]);
+        }
+        Ok(m)
+    }
+
+    /// Publish the policy's key budgets (a reload replaces them).
+    pub fn set_key_budgets<'a>(
+        &self,
+        keys: impl Iterator<Item = (&'a str, Option<f64>, Option<f64>)>,
+    ) {
+        self.key_budget.reset();
+        for (name, day, month) in keys {
+            for (period, usd) in [("day", day), ("month", month)] {
+                if let Some(usd) = usd {
+                    self.key_budget.with_label_values(&[name, period]).set(usd);
+                }
+            }
+        }
     }
 
     /// Prometheus text exposition.

@@ -130,6 +130,17 @@ impl AppState {
             Some(o) => o.shared.clone(),
             None => Arc::new(Shared::new(&policy, metrics.clone())?),
         };
+        {
+            use rust_decimal::prelude::ToPrimitive;
+            let usd = |d: &Option<rust_decimal::Decimal>| d.and_then(|d| d.to_f64());
+            metrics.set_key_budgets(policy.keys.iter().map(|(name, k)| {
+                (
+                    name.as_str(),
+                    usd(&k.budget_usd_day),
+                    usd(&k.budget_usd_month),
+                )
+            }));
+        }
         Ok(Arc::new(AppState {
             keys: Arc::new(Keys::new(&policy)),
             shared,
