@@ -963,3 +963,47 @@ async fn policy_reloads_without_dropping_streams() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A reload keeps every backend whose config did not change (its
+/// connections; a loaded local model is kept the same way), the triage and
+/// the shared counters, and builds only what changed.
+#[tokio::test]
+async fn reload_keeps_what_did_not_change() {
+    let up = upstream((10, 5)).await;
+    let team = key("team", "");
+    let base = format!("{}/v1", up.uri());
+    let yaml = policy(&base, &[&team], "");
+    let old = state(&yaml, &[("TEST_OPENAI_KEY", SECRET)]);
+    let opts = || slmgate::state::StateOptions {
+        env: Box::new(|k| (k == "TEST_OPENAI_KEY").then(|| SECRET.to_string())),
+        models_dir: models_dir(),
+        start_local: true,
+    };
+    let extra = key("extra", ", rpm: 5");
+    let same_backends = policy(&base, &[&team, &extra], "");
+    let new = old
+        .reload(
+            slmgate::config::Policy::from_yaml(&same_backends).unwrap(),
+            opts(),
+        )
+        .unwrap();
+    assert!(std::sync::Arc::ptr_eq(
+        old.backends.get("openai").unwrap(),
+        new.backends.get("openai").unwrap()
+    ));
+    assert!(std::sync::Arc::ptr_eq(&old.triage, &new.triage));
+    assert!(std::sync::Arc::ptr_eq(&old.shared, &new.shared));
+    assert_ne!(old.policy.source_hash, new.policy.source_hash);
+
+    let changed = same_backends.replace("total_ms: 20000", "total_ms: 30000");
+    let newer = new
+        .reload(
+            slmgate::config::Policy::from_yaml(&changed).unwrap(),
+            opts(),
+        )
+        .unwrap();
+    assert!(!std::sync::Arc::ptr_eq(
+        new.backends.get("openai").unwrap(),
+        newer.backends.get("openai").unwrap()
+    ));
+}
