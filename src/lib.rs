@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod cache;
 pub mod calibrate;
 pub mod classifier;
 pub mod cli;

@@ -18,6 +18,9 @@ pub const SAVINGS_USD_TOTAL: &str = "slmgate_savings_usd_total";
 pub const TRIAGE_DURATION: &str = "slmgate_triage_duration_seconds";
 pub const TRIAGE_SCORE: &str = "slmgate_triage_score";
 pub const CACHE_REQUESTS_TOTAL: &str = "slmgate_cache_requests_total";
+pub const CACHE_EVICTIONS_TOTAL: &str = "slmgate_cache_evictions_total";
+pub const CACHE_BYTES: &str = "slmgate_cache_bytes";
+pub const CACHE_SAVED_USD_TOTAL: &str = "slmgate_cache_saved_usd_total";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "slmgate_upstream_errors_total";
 pub const LOCAL_QUEUE_DEPTH: &str = "slmgate_local_queue_depth";
 pub const FALLBACKS_TOTAL: &str = "slmgate_fallbacks_total";
@@ -46,6 +49,12 @@ pub struct Metrics {
     pub triage_duration: Histogram,
     pub triage_score: Histogram,
     pub cache: IntCounterVec,
+    /// Entries dropped to stay within the cache's size, by cache.
+    pub cache_evictions: IntCounterVec,
+    /// What the cache holds now, by cache.
+    pub cache_bytes: prometheus::IntGaugeVec,
+    /// What hits would have cost on the target that first answered.
+    pub cache_saved: CounterVec,
     pub upstream_errors: IntCounterVec,
     pub local_queue_depth: IntGauge,
     pub fallbacks: IntCounterVec,
@@ -132,6 +141,11 @@ impl Metrics {
             &["key", "period"],
         )?;
         registry.register(Box::new(key_budget_remaining.clone()))?;
+        let cache_bytes = prometheus::IntGaugeVec::new(
+            Opts::new(CACHE_BYTES, "Bytes held by a response cache"),
+            &["cache"],
+        )?;
+        registry.register(Box::new(cache_bytes.clone()))?;
         let key_budget = prometheus::GaugeVec::new(
             Opts::new(
                 KEY_BUDGET_USD,
@@ -184,7 +198,7 @@ impl Metrics {
             )?,
             cache: counter(
                 CACHE_REQUESTS_TOTAL,
-                "Cache lookups by cache and result (hit|miss)",
+                "Cache lookups by cache and result (hit|miss|bypass)",
                 &["cache", "result"],
             )?,
             upstream_errors: counter(
@@ -227,6 +241,17 @@ impl Metrics {
             )?,
             key_budget_remaining,
             key_budget,
+            cache_evictions: counter(
+                CACHE_EVICTIONS_TOTAL,
+                "Response cache entries evicted to stay within the size limit",
+                &["cache"],
+            )?,
+            cache_bytes,
+            cache_saved: fcounter(
+                CACHE_SAVED_USD_TOTAL,
+                "Dollars that cache hits would have cost on the target that first answered",
+                &["cache"],
+            )?,
             key_limited: counter(
                 KEY_LIMITED_TOTAL,
                 "Requests refused or rerouted by a key's limit, by limit and outcome",
@@ -249,7 +274,16 @@ impl Metrics {
         for r in ["ok", "error"] {
             m.policy_reloads.with_label_values(&[r]);
         }
-        for op in ["rpm", "tpm", "tpm_add", "budget", "budget_settle", "usage"] {
+        for op in [
+            "rpm",
+            "tpm",
+            "tpm_add",
+            "budget",
+            "budget_settle",
+            "usage",
+            "cache_get",
+            "cache_put",
+        ] {
             m.state_errors.with_label_values(&[op]);
         }
         for r in ["agree", "disagree", "error", "skipped"] {

@@ -7,6 +7,7 @@ use crate::dry_run::{Explain, PromptLayer};
 use crate::middleware::access_log::AccessLogLayer;
 use crate::middleware::auth::AuthLayer;
 use crate::middleware::budget::BudgetLayer;
+use crate::middleware::cache::CacheLayer;
 use crate::middleware::catch_panic::CatchPanicLayer;
 use crate::middleware::decide::DecideLayer;
 use crate::middleware::dispatch::Dispatch;
@@ -80,6 +81,17 @@ where
             LimitsLayer::new(
                 state.routing.clone(),
                 state.shared.clone(),
+                state.metrics.clone(),
+            )
+        }))
+        // With a cache: an answer already given to this very request (same
+        // key, when keys are on) is sent again, skipping triage, policy,
+        // budget and dispatch; a miss is stored when its answer completes.
+        .option_layer(state.cache.clone().map(|c| {
+            CacheLayer::new(
+                c,
+                state.policy.clone(),
+                state.prices.clone(),
                 state.metrics.clone(),
             )
         }))

@@ -35,6 +35,8 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     /// Where limits and budgets count (this process, or Redis).
     pub shared: Arc<Shared>,
+    /// The exact response cache, when the policy has one.
+    pub cache: Option<Arc<crate::cache::ExactCache>>,
     /// When this state was built (start, or the reload that made it).
     pub loaded_at: std::time::SystemTime,
 }
@@ -130,6 +132,23 @@ impl AppState {
             Some(o) => o.shared.clone(),
             None => Arc::new(Shared::new(&policy, metrics.clone())?),
         };
+        // Kept across a reload whose cache and state config did not change.
+        let cache = match old
+            .filter(|o| o.policy.cache == policy.cache && o.policy.state == policy.state)
+        {
+            Some(o) => o.cache.clone(),
+            None => policy
+                .cache
+                .as_ref()
+                .and_then(|c| c.exact.clone())
+                .map(|exact| {
+                    Arc::new(crate::cache::ExactCache::new(
+                        exact,
+                        Some(shared.clone()),
+                        metrics.clone(),
+                    ))
+                }),
+        };
         {
             use rust_decimal::prelude::ToPrimitive;
             let usd = |d: &Option<rust_decimal::Decimal>| d.and_then(|d| d.to_f64());
@@ -144,6 +163,7 @@ impl AppState {
         Ok(Arc::new(AppState {
             keys: Arc::new(Keys::new(&policy)),
             shared,
+            cache,
             routing: Arc::new(Routing::new(&policy)),
             triage,
             backends,

@@ -50,6 +50,10 @@ impl UsageCell {
     pub fn get(&self) -> Option<Usage> {
         self.0.lock().ok().and_then(|g| g.0)
     }
+    /// Whether the upstream's own count arrived (the stream ran to its end).
+    pub fn reported(&self) -> bool {
+        self.0.lock().is_ok_and(|g| g.1)
+    }
 }
 
 /// Prompt tokens of a request, estimated (about four characters a token,

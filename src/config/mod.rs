@@ -3,6 +3,7 @@
 //! the fix. Nothing here touches the environment or the network.
 
 mod backend;
+mod cache;
 mod keys;
 mod target;
 pub mod validate;
@@ -11,6 +12,7 @@ pub use backend::{
     AnthropicConfig, BackendConfig, Cloud, LocalConfig, ModelConfig, OpenAiConfig, Overflow,
     Retries, Timeouts,
 };
+pub use cache::{CacheConfig, CacheMode, ExactCacheConfig};
 pub use keys::{FailMode, KeyConfig, OnBudgetExhausted, StateConfig};
 pub use target::{Target, CATEGORIES};
 
@@ -48,6 +50,8 @@ pub struct Policy {
     /// What a request does when its key's cloud budget is spent.
     #[serde(default)]
     pub on_budget_exhausted: OnBudgetExhausted,
+    /// Response caches; absent: none.
+    pub cache: Option<CacheConfig>,
     /// sha256 of the YAML text this policy was parsed from (set by
     /// `from_yaml`; shown by `GET /v1/policy` and logged on reload).
     #[serde(skip)]
@@ -151,6 +155,9 @@ pub struct RouteConfig {
     pub tiers: Vec<Tier>,
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    /// Which of this route's requests the exact cache answers (default:
+    /// `cache.exact.mode`).
+    pub cache: Option<CacheMode>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

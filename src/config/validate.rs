@@ -159,6 +159,20 @@ pub fn validate(p: &Policy) -> Result<(), String> {
         }
     }
     check_keys(p, &ids, &mut errors);
+    if let Some(exact) = p.cache.as_ref().and_then(|c| c.exact.as_ref()) {
+        if exact.shared && p.state.is_none() {
+            errors.push(
+                "`cache.exact.shared`: needs `state: {redis_url: ...}` to share answers through"
+                    .into(),
+            );
+        }
+        if exact.max_bytes == 0 || exact.max_entry_bytes == 0 || exact.ttl_secs == 0 {
+            errors.push(
+                "`cache.exact`: `max_bytes`, `max_entry_bytes` and `ttl_secs` must be above 0"
+                    .into(),
+            );
+        }
+    }
     if let Some(st) = &p.state {
         if !st.redis_url.starts_with("redis://") {
             errors.push(format!(

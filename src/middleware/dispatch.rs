@@ -192,7 +192,7 @@ impl Dispatch {
 
 /// The backend's reply as a response: its body as it came, the `x-slmgate-*`
 /// headers of what answered, `Dispatched` and `ReplyShape` in the extensions.
-fn answer(
+pub(crate) fn answer(
     decision: Arc<RouteDecision>,
     index: usize,
     kind: &'static str,

@@ -25,6 +25,7 @@ pub mod access_log;
 pub mod auth;
 pub mod body;
 pub mod budget;
+pub mod cache;
 pub mod catch_panic;
 pub mod decide;
 pub mod dispatch;

@@ -98,6 +98,20 @@ impl Shared {
             Ok(v) => return Ok(Some(v)),
             Err(e) => e,
         };
+        self.judge_soft(op, e);
+        match self.fail {
+            FailMode::Open => Ok(None),
+            // The client is not told where the state lives.
+            FailMode::Closed => Err(GatewayError::BackendUnavailable(
+                "shared state unavailable: limits cannot be checked (state.on_unavailable: closed)"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Count and (at most once a minute) log a failure that changes nothing
+    /// for the request (a cache lookup, a settle being retried).
+    pub fn judge_soft(&self, op: &'static str, e: StoreError) {
         self.metrics.state_errors.with_label_values(&[op]).inc();
         let now = super::now_ms();
         let last = self.logged.load(Ordering::Relaxed);
@@ -108,14 +122,6 @@ impl Shared {
                 .is_ok()
         {
             tracing::warn!(op, error = %e, fail = ?self.fail, "shared state unavailable (logged at most once a minute)");
-        }
-        match self.fail {
-            FailMode::Open => Ok(None),
-            // The client is not told where the state lives.
-            FailMode::Closed => Err(GatewayError::BackendUnavailable(
-                "shared state unavailable: limits cannot be checked (state.on_unavailable: closed)"
-                    .into(),
-            )),
         }
     }
 }

@@ -495,6 +495,29 @@ impl Store {
         }
     }
 
+    /// A blob from Redis (`None`: absent, or counters in this process).
+    pub async fn blob_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Store::Memory(_) => Ok(None),
+            Store::Redis(r) => match r.client.cmd(&[b"GET", key.as_bytes()]).await? {
+                resp::Reply::Bulk(b) => Ok(b),
+                _ => Ok(None),
+            },
+        }
+    }
+
+    /// Put a blob into Redis for `ttl_ms` (nothing with counters in this
+    /// process).
+    pub async fn blob_set(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<(), StoreError> {
+        if let Store::Redis(r) = self {
+            let ttl = ttl_ms.to_string();
+            r.client
+                .cmd(&[b"SET", key.as_bytes(), value, b"PX", ttl.as_bytes()])
+                .await?;
+        }
+        Ok(())
+    }
+
     /// A key's usage now.
     pub async fn usage(&self, name: &str) -> Result<Usage, StoreError> {
         let now = now_ms();

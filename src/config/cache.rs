@@ -1,0 +1,75 @@
+//! Response caches: which requests may be answered from a cache, how big
+//! and how long-lived it is, and whether replicas share it.
+
+use serde::Deserialize;
+
+/// `cache:` in the policy (absent: no response cache).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// The exact cache: a hit needs the same request (model or route,
+    /// messages, every parameter that changes the answer).
+    pub exact: Option<ExactCacheConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExactCacheConfig {
+    /// Which requests are cached, unless their route says otherwise.
+    #[serde(default)]
+    pub mode: CacheMode,
+    /// The most the cached answers take in memory, in bytes.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// Answers bigger than this are not cached.
+    #[serde(default = "default_max_entry_bytes")]
+    pub max_entry_bytes: u64,
+    /// How long an answer stays cached.
+    #[serde(default = "default_ttl")]
+    pub ttl_secs: u64,
+    /// Serve one virtual key's cached answers to another (off: each key has
+    /// its own entries).
+    #[serde(default)]
+    pub share_across_keys: bool,
+    /// Also keep answers in Redis (`state.redis_url`), so replicas share
+    /// hits; this process's cache stays in front.
+    #[serde(default)]
+    pub shared: bool,
+}
+
+impl Default for ExactCacheConfig {
+    fn default() -> Self {
+        ExactCacheConfig {
+            mode: CacheMode::default(),
+            max_bytes: default_max_bytes(),
+            max_entry_bytes: default_max_entry_bytes(),
+            ttl_secs: default_ttl(),
+            share_across_keys: false,
+            shared: false,
+        }
+    }
+}
+
+/// Which requests a cache answers.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheMode {
+    /// None.
+    Off,
+    /// Those whose answer is deterministic enough: `temperature: 0` or a
+    /// `seed`.
+    #[default]
+    Deterministic,
+    /// Every request, sampled ones too.
+    Always,
+}
+
+fn default_max_bytes() -> u64 {
+    64 << 20
+}
+fn default_max_entry_bytes() -> u64 {
+    1 << 20
+}
+fn default_ttl() -> u64 {
+    3600
+}
