@@ -1007,3 +1007,37 @@ async fn reload_keeps_what_did_not_change() {
         newer.backends.get("openai").unwrap()
     ));
 }
+
+/// The exact cache's Redis tier: two gateway processes, a miss on one, then
+/// a hit on the other (the same bytes; the upstream asked once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_answers_are_shared_through_redis() {
+    let redis = Redis::start();
+    let up = upstream((10, 5)).await;
+    let team = key("team", "");
+    let tail = format!(
+        "state: {{ redis_url: '{}', timeout_ms: 500 }}\ncache: {{ exact: {{ shared: true }} }}",
+        redis.url()
+    );
+    let yaml = policy(&format!("{}/v1", up.uri()), &[&team], &tail);
+    let (a, b) = (Gateway::start(&yaml), Gateway::start(&yaml));
+    let c = client();
+    let mut body = chat("gpt-4o-mini", "What is the tallest mountain?");
+    body["temperature"] = json!(0);
+    let ask = |gw: &Gateway| {
+        c.post(format!("{}/v1/chat/completions", gw.url))
+            .bearer_auth(&team.plaintext)
+            .json(&body)
+            .send()
+    };
+    let first = ask(&a).await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-slmgate-cache"], "miss");
+    let first = first.text().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await; // stored off the request path
+    let second = ask(&b).await.unwrap();
+    assert_eq!(second.status(), 200);
+    assert_eq!(second.headers()["x-slmgate-cache"], "hit");
+    assert_eq!(second.text().await.unwrap(), first);
+    assert_eq!(up.received_requests().await.unwrap().len(), 1);
+}

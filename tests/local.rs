@@ -349,3 +349,43 @@ fn missing_or_corrupt_gguf_is_a_clear_startup_error() {
         }
     });
 }
+
+/// The real model's answers are cached like any other: the second identical
+/// request (whole or streamed) is served from the cache, the same bytes.
+#[test]
+fn the_local_models_answers_are_cached() {
+    RT.block_on(async {
+        let s = state(&format!("{}\ncache:\n  exact: {{}}\n", yaml(64)), &[]);
+        s.wait_ready().await.expect("model loads");
+        let app = slmgate::app(s);
+        let body = local("Name a colour of the sky.", json!({"max_tokens": 12}));
+        let first = complete(&app, &body).await;
+        assert_eq!(first.status, 200, "{}", first.body);
+        assert_eq!(first.header("x-slmgate-cache"), "miss");
+        assert_eq!(first.header("x-slmgate-backend"), "local");
+        let second = complete(&app, &body).await;
+        assert_eq!(second.header("x-slmgate-cache"), "hit");
+        assert_eq!(second.header("x-slmgate-backend"), "cache");
+        assert_eq!(second.header("x-slmgate-cache-origin"), "local/local");
+        assert_eq!(second.body, first.body);
+
+        let mut streamed = body.clone();
+        streamed["stream"] = json!(true);
+        let first = complete(&app, &streamed).await;
+        assert_eq!(first.header("x-slmgate-cache"), "miss");
+        let second = complete(&app, &streamed).await;
+        assert_eq!(second.header("x-slmgate-cache"), "hit");
+        let text = |r: &Reply| -> String {
+            r.chunks()
+                .iter()
+                .filter_map(|c| {
+                    c["choices"][0]["delta"]["content"]
+                        .as_str()
+                        .map(String::from)
+                })
+                .collect()
+        };
+        assert!(!text(&first).is_empty());
+        assert_eq!(text(&second), text(&first));
+    });
+}
