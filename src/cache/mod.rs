@@ -276,7 +276,7 @@ mod tests {
             "messages": [{"role": "user", "content": "hi"}], "user": "alice"}));
         let b = parsed(
             serde_json::json!({"user": "bob", "messages": [{"content": "hi", "role": "user"}],
-            "temperature": 0, "model": "m", "stream_options": {"include_usage": true}}),
+            "temperature": 0, "model": "m", "metadata": {"trace": "x"}}),
         );
         let k = |p: &ParsedRequest| key(p, ApiFormat::OpenAi, None);
         assert_eq!(k(&a), k(&b));
