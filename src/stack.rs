@@ -16,6 +16,7 @@ use crate::middleware::limits::LimitsLayer;
 use crate::middleware::meter::MeterLayer;
 use crate::middleware::parse::ParseLayer;
 use crate::middleware::read_body::ReadBodyLayer;
+use crate::middleware::semantic::SemanticLayer;
 use crate::middleware::shadow::ShadowLayer;
 use crate::middleware::triage::TriageLayer;
 use crate::state::AppState;
@@ -97,6 +98,18 @@ where
         }))
         // Needs the parsed messages; decide needs its verdict.
         .layer(TriageLayer::new(state.triage.clone()))
+        // With a semantic cache, on the routes that ask for it: an answer to
+        // a request that differed only in a last user message of the same
+        // meaning (embedded with the triage's encoder, so after triage).
+        .option_layer(state.semantic.clone().map(|c| {
+            SemanticLayer::new(
+                c,
+                state.triage.clone(),
+                state.policy.clone(),
+                state.prices.clone(),
+                state.metrics.clone(),
+            )
+        }))
         // The policy's target and fallbacks from what was asked and the verdict.
         .layer(DecideLayer)
         // With keys: reserve the dearest target's cost against the key's

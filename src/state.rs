@@ -37,6 +37,8 @@ pub struct AppState {
     pub shared: Arc<Shared>,
     /// The exact response cache, when the policy has one.
     pub cache: Option<Arc<crate::cache::ExactCache>>,
+    /// The semantic cache, when the policy has one.
+    pub semantic: Option<Arc<crate::middleware::semantic::SemanticCache>>,
     /// When this state was built (start, or the reload that made it).
     pub loaded_at: std::time::SystemTime,
 }
@@ -149,6 +151,15 @@ impl AppState {
                     ))
                 }),
         };
+        let semantic_config = policy.cache.as_ref().and_then(|c| c.semantic.clone());
+        let semantic = match old.filter(|o| {
+            o.policy.cache.as_ref().and_then(|c| c.semantic.as_ref()) == semantic_config.as_ref()
+                && Arc::ptr_eq(&o.triage, &triage)
+        }) {
+            Some(o) => o.semantic.clone(),
+            None => semantic_config
+                .map(|c| Arc::new(crate::middleware::semantic::SemanticCache::new(c))),
+        };
         {
             use rust_decimal::prelude::ToPrimitive;
             let usd = |d: &Option<rust_decimal::Decimal>| d.and_then(|d| d.to_f64());
@@ -164,6 +175,7 @@ impl AppState {
             keys: Arc::new(Keys::new(&policy)),
             shared,
             cache,
+            semantic,
             routing: Arc::new(Routing::new(&policy)),
             triage,
             backends,

@@ -6,6 +6,9 @@
 //! fresh answer: whole answers come back byte for byte, streams as the same
 //! events.
 
+pub mod guards;
+pub mod semantic;
+
 use crate::api::openai::ParsedRequest;
 use crate::api::ApiFormat;
 use crate::config::ExactCacheConfig;
@@ -226,6 +229,44 @@ pub fn key(req: &ParsedRequest, client: ApiFormat, caller: Option<&str>) -> [u8;
     canonical_object(body, IGNORED, &mut out);
     h.update(&out);
     h.finalize().into()
+}
+
+/// The semantic cache's bucket: like `key`, but with the last user
+/// message's content left out (its meaning is compared instead).
+pub fn bucket(req: &ParsedRequest, client: ApiFormat, caller: Option<&str>) -> u64 {
+    let mut h = Sha256::new();
+    h.update(b"slmgate-semantic-v1\0");
+    h.update(match client {
+        ApiFormat::OpenAi => "openai\0",
+        ApiFormat::Anthropic => "anthropic\0",
+    });
+    h.update(caller.unwrap_or("").as_bytes());
+    h.update(b"\0");
+    h.update(req.model.as_bytes());
+    h.update(if req.stream { b"\0s\0" } else { b"\0w\0" });
+    let mut body = req.native.as_ref().map_or(&req.raw, |n| &n.body).clone();
+    if let Some(Value::Array(msgs)) = body.get_mut("messages") {
+        if let Some(last) = msgs.iter_mut().rev().find(|m| m["role"] == "user") {
+            if let Some(m) = last.as_object_mut() {
+                m.remove("content");
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(1024);
+    canonical_object(&body, IGNORED, &mut out);
+    h.update(&out);
+    let d = h.finalize();
+    u64::from_le_bytes(d[..8].try_into().unwrap_or([0; 8]))
+}
+
+/// The text the semantic cache compares: the last user message.
+pub fn last_user_text(req: &ParsedRequest) -> Option<&str> {
+    req.messages
+        .iter()
+        .rev()
+        .find(|m| m.role == "user")
+        .map(|m| m.text.as_str())
+        .filter(|t| !t.trim().is_empty())
 }
 
 fn canonical_object(m: &Map<String, Value>, skip: &[&str], out: &mut Vec<u8>) {

@@ -10,6 +10,42 @@ pub struct CacheConfig {
     /// The exact cache: a hit needs the same request (model or route,
     /// messages, every parameter that changes the answer).
     pub exact: Option<ExactCacheConfig>,
+    /// The semantic cache (used by routes with `semantic_cache: true`): a
+    /// hit needs the same request except the last user message, whose
+    /// meaning must be close enough (and its numbers, negations, directions
+    /// and names the same).
+    pub semantic: Option<SemanticCacheConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SemanticCacheConfig {
+    /// Cosine similarity of the last user messages' embeddings at or above
+    /// which an answer is reused.
+    #[serde(default = "default_threshold")]
+    pub threshold: f32,
+    /// Entries kept (the oldest is replaced).
+    #[serde(default = "default_max_entries")]
+    pub max_entries: usize,
+    #[serde(default = "default_ttl")]
+    pub ttl_secs: u64,
+    /// Also require the same numbers, negation, directional words and
+    /// names (see `src/cache/guards.rs`); off: similarity alone.
+    #[serde(default = "default_true")]
+    pub guards: bool,
+    /// Largest cached answer, in bytes.
+    #[serde(default = "default_max_entry_bytes")]
+    pub max_entry_bytes: u64,
+}
+
+fn default_threshold() -> f32 {
+    0.85
+}
+fn default_max_entries() -> usize {
+    10_000
+}
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

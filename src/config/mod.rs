@@ -12,7 +12,7 @@ pub use backend::{
     AnthropicConfig, BackendConfig, Cloud, LocalConfig, ModelConfig, OpenAiConfig, Overflow,
     Retries, Timeouts,
 };
-pub use cache::{CacheConfig, CacheMode, ExactCacheConfig};
+pub use cache::{CacheConfig, CacheMode, ExactCacheConfig, SemanticCacheConfig};
 pub use keys::{FailMode, KeyConfig, OnBudgetExhausted, StateConfig};
 pub use target::{Target, CATEGORIES};
 
@@ -155,9 +155,12 @@ pub struct RouteConfig {
     pub tiers: Vec<Tier>,
     #[serde(default)]
     pub fallbacks: Vec<String>,
-    /// Which of this route's requests the exact cache answers (default:
+    /// Which of this route's requests the caches answer (default:
     /// `cache.exact.mode`).
     pub cache: Option<CacheMode>,
+    /// Look this route's requests up in the semantic cache (`cache.semantic`).
+    #[serde(default)]
+    pub semantic_cache: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

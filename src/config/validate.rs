@@ -173,6 +173,22 @@ pub fn validate(p: &Policy) -> Result<(), String> {
             );
         }
     }
+    let semantic = p.cache.as_ref().and_then(|c| c.semantic.as_ref());
+    if let Some(sem) = semantic {
+        if !(0.0..=1.0).contains(&sem.threshold) || sem.max_entries == 0 || sem.ttl_secs == 0 {
+            errors.push(
+                "`cache.semantic`: `threshold` in [0, 1], `max_entries` and `ttl_secs` above 0"
+                    .into(),
+            );
+        }
+    }
+    for (name, r) in &p.routes {
+        if r.semantic_cache && semantic.is_none() {
+            errors.push(format!(
+                "`routes.{name}.semantic_cache`: needs `cache.semantic` (e.g. `cache: {{semantic: {{threshold: 0.9}}}}`)"
+            ));
+        }
+    }
     if let Some(st) = &p.state {
         if !st.redis_url.starts_with("redis://") {
             errors.push(format!(

@@ -61,23 +61,36 @@ impl CacheLayer {
                 .unwrap_or(self.cache.config.mode),
             _ => self.cache.config.mode,
         };
-        match mode {
-            CacheMode::Off => false,
-            CacheMode::Always => true,
-            CacheMode::Deterministic => req.temperature == Some(0.0) || req.seed.is_some(),
-        }
+        cacheable(mode, req)
     }
 
     fn count(&self, cache: &str, result: &str) {
         self.metrics.cache.with_label_values(&[cache, result]).inc();
     }
+}
 
-    /// The cached answer as dispatch would have given it.
-    fn hit(&self, entry: &Entry) -> Response {
-        let (paid, _) = self.prices.cost(&entry.target, entry.usage);
-        self.metrics
+/// Whether `mode` admits `req`.
+pub(crate) fn cacheable(mode: CacheMode, req: &ParsedRequest) -> bool {
+    match mode {
+        CacheMode::Off => false,
+        CacheMode::Always => true,
+        CacheMode::Deterministic => req.temperature == Some(0.0) || req.seed.is_some(),
+    }
+}
+
+/// A cached answer as dispatch would have given it (backend `cache`, what
+/// it saved counted for `cache`).
+pub(crate) fn cached_answer(
+    entry: &Entry,
+    prices: &Prices,
+    metrics: &Metrics,
+    cache: &str,
+) -> Response {
+    {
+        let (paid, _) = prices.cost(&entry.target, entry.usage);
+        metrics
             .cache_saved
-            .with_label_values(&["exact"])
+            .with_label_values(&[cache])
             .inc_by(to_f64(paid));
         let decision = Arc::new(RouteDecision {
             route: entry.route.clone(),
@@ -108,6 +121,7 @@ impl CacheLayer {
         };
         let mut resp = answer(decision, 0, "cache", reply);
         put_header(resp.headers_mut(), "x-slmgate-cache", "hit");
+        put_header(resp.headers_mut(), "x-slmgate-cache-kind", cache);
         put_header(
             resp.headers_mut(),
             "x-slmgate-cache-origin",
@@ -118,7 +132,7 @@ impl CacheLayer {
 }
 
 /// `Cache-Control` directives from the client: (no-cache, no-store).
-fn directives(h: &HeaderMap) -> (bool, bool) {
+pub(crate) fn directives(h: &HeaderMap) -> (bool, bool) {
     let mut out = (false, false);
     for v in h.get_all(http::header::CACHE_CONTROL) {
         for d in v.to_str().unwrap_or("").split(',') {
@@ -187,7 +201,7 @@ impl<B: Send + 'static> AsyncStage<B> for CacheLayer {
                 if tier == Tier::Redis {
                     self.count("exact_redis", "hit");
                 }
-                Err(self.hit(&entry))
+                Err(cached_answer(&entry, &self.prices, &self.metrics, "exact"))
             }
             None => {
                 self.count("exact", "miss");
@@ -201,6 +215,14 @@ impl<B: Send + 'static> AsyncStage<B> for CacheLayer {
     }
 
     fn after(&self, carry: Carry, mut resp: Response) -> Response {
+        // A semantic hit below already said so.
+        if resp
+            .headers()
+            .get("x-slmgate-cache")
+            .is_some_and(|v| v == "hit")
+        {
+            return resp;
+        }
         let (key, said, store) = match carry {
             Carry::Bypass => {
                 put_header(resp.headers_mut(), "x-slmgate-cache", "bypass");
@@ -209,35 +231,51 @@ impl<B: Send + 'static> AsyncStage<B> for CacheLayer {
             Carry::Store { key, said, store } => (key, said, store),
         };
         put_header(resp.headers_mut(), "x-slmgate-cache", said);
-        let answered = resp.extensions().get::<Dispatched>().cloned();
-        let shape = resp.extensions().get::<ReplyShape>().copied();
-        let (Some(d), Some(shape)) = (answered, shape) else {
-            return resp;
-        };
-        if !store || resp.status() != StatusCode::OK || failure(&resp).is_some() {
+        if !store {
             return resp;
         }
-        let recorder = Recorder {
-            cache: self.cache.clone(),
-            key,
-            chunks: Vec::new(),
-            size: 0,
-            limit: self.cache.config.max_entry_bytes as usize,
-            spoilt: false,
-            shape,
-            route: d.decision.route.clone(),
-            target: d.target().clone(),
-            usage: d.usage,
-        };
-        let (parts, body) = resp.into_parts();
-        Response::from_parts(parts, tap(body, recorder))
+        let cache = self.cache.clone();
+        record(
+            resp,
+            self.cache.config.max_entry_bytes as usize,
+            Box::new(move |entry| cache.put(key, entry)),
+        )
     }
+}
+
+/// Where a completed answer goes.
+pub(crate) type Store = Box<dyn FnOnce(Entry) + Send>;
+
+/// Copy a successful fresh answer as it passes to the client and `store`
+/// it once complete (not an error, a failed or abandoned stream, a cached
+/// answer, or one above `limit` bytes).
+pub(crate) fn record(resp: Response, limit: usize, store: Store) -> Response {
+    let answered = resp.extensions().get::<Dispatched>().cloned();
+    let shape = resp.extensions().get::<ReplyShape>().copied();
+    let (Some(d), Some(shape)) = (answered, shape) else {
+        return resp;
+    };
+    if resp.status() != StatusCode::OK || failure(&resp).is_some() || d.backend_kind == "cache" {
+        return resp;
+    }
+    let recorder = Recorder {
+        store: Some(store),
+        chunks: Vec::new(),
+        size: 0,
+        limit,
+        spoilt: false,
+        shape,
+        route: d.decision.route.clone(),
+        target: d.target().clone(),
+        usage: d.usage,
+    };
+    let (parts, body) = resp.into_parts();
+    Response::from_parts(parts, tap(body, recorder))
 }
 
 /// Keeps a copy of the answer as it passes; stores it when it completes.
 struct Recorder {
-    cache: Arc<ExactCache>,
-    key: [u8; 32],
+    store: Option<Store>,
     chunks: Vec<Bytes>,
     size: usize,
     limit: usize,
@@ -279,16 +317,16 @@ impl Tap for Recorder {
             ReplyUsage::Streamed(cell) if cell.reported() => cell.get().unwrap_or_default(),
             ReplyUsage::Streamed(_) => return,
         };
-        self.cache.put(
-            self.key,
-            Entry {
-                format: self.shape.format,
-                streamed: self.shape.streamed,
-                chunks: std::mem::take(&mut self.chunks),
-                usage,
-                route: std::mem::take(&mut self.route),
-                target: self.target.clone(),
-            },
-        );
+        let Some(store) = self.store.take() else {
+            return;
+        };
+        store(Entry {
+            format: self.shape.format,
+            streamed: self.shape.streamed,
+            chunks: std::mem::take(&mut self.chunks),
+            usage,
+            route: std::mem::take(&mut self.route),
+            target: self.target.clone(),
+        });
     }
 }

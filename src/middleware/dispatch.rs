@@ -222,6 +222,8 @@ pub(crate) fn answer(
     put_header(h, "x-slmgate-backend", &target.backend);
     put_header(h, "x-slmgate-model", &target.model);
     put_header(h, "x-slmgate-backend-kind", kind);
+    // No cache answered or looked (a cache layer above says otherwise).
+    put_header(h, "x-slmgate-cache", "bypass");
     r.extensions_mut().insert(ReplyShape {
         format: reply.format,
         streamed,

@@ -34,6 +34,7 @@ pub mod limits;
 pub mod meter;
 pub mod parse;
 pub mod read_body;
+pub mod semantic;
 pub mod shadow;
 pub mod stage;
 pub mod triage;
