@@ -362,6 +362,29 @@ async fn anthropic_clients_get_their_cached_answer_in_their_format() {
     assert_eq!(second.header("x-slmgate-cache"), "hit");
     assert_eq!(second.json()["content"], first.json()["content"]);
     assert_eq!(second.json()["type"], "message");
+    // Streamed, the replay is a proper Anthropic event stream.
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let first = send(&app, post_json("/v1/messages", &streamed)).await;
+    assert_eq!(first.header("x-slmgate-cache"), "miss");
+    let second = send(&app, post_json("/v1/messages", &streamed)).await;
+    assert_eq!(second.header("x-slmgate-cache"), "hit");
+    let events = |r: &Reply| -> Vec<String> {
+        r.body
+            .lines()
+            .filter_map(|l| l.strip_prefix("event: ").map(String::from))
+            .collect()
+    };
+    assert_eq!(events(&second), events(&first), "{}", second.body);
+    assert!(events(&second).contains(&"message_stop".to_string()));
+    let text = |r: &Reply| -> String {
+        r.sse_data()
+            .iter()
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|v| v["delta"]["text"].as_str().map(String::from))
+            .collect()
+    };
+    assert_eq!(text(&second), text(&first));
     // The same conversation from an OpenAI client is another entry.
     let openai = det("gpt-4o-mini", "Say hi.");
     assert_eq!(

@@ -102,10 +102,11 @@ pub(crate) fn cached_answer(
         let body = if entry.streamed {
             let usage = Arc::new(UsageCell::default());
             usage.set(entry.usage);
-            let chunks: Vec<Result<Bytes, GatewayError>> =
-                entry.chunks.iter().cloned().map(Ok).collect();
+            // All the events in one chunk: the layers above handle several
+            // events per chunk, and one chunk costs them one pass.
+            let all: Result<Bytes, GatewayError> = Ok(entry.chunks.concat().into());
             ReplyBody::Stream {
-                events: Box::pin(futures::stream::iter(chunks)),
+                events: Box::pin(futures::stream::once(async move { all })),
                 usage,
             }
         } else {
