@@ -44,6 +44,7 @@ def chat(model, prompt, stream=False, max_tokens=16, **kw):
     body = {"model": model, "messages": [{"role": "user", "content": prompt}], "stream": stream}
     if max_tokens:
         body["max_tokens"] = max_tokens
+    body.update(kw)
     return body
 
 
@@ -74,6 +75,11 @@ def one_round(i):
     post("unknown model (404)", chat("no-such-model", p))
     post("invalid JSON (400)", None, raw=b"{not json")
     post("no key (401)", chat("gpt-4o-mini", p), key=None)
+    # Deterministic requests: the exact cache misses, then hits; a long
+    # answer each round pushes older entries out of the small cache.
+    for _ in range(2):
+        post("cache (temperature 0)", chat("gpt-4o-mini", p, temperature=0))
+    post("cache (evicting)", chat("gpt-4o-mini", f"{p} ({i})", temperature=0))
 
 
 def main():
