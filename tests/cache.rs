@@ -310,43 +310,26 @@ async fn one_keys_answers_are_not_served_to_another_unless_shared() {
             .insert("authorization", format!("Bearer {k}").parse().unwrap());
         r
     };
+    let said = |app: &axum::Router, k: &str| {
+        let (app, req) = (app.clone(), as_key(k));
+        async move { send(&app, req).await.header("x-slmgate-cache") }
+    };
     let app = app_for(&policy(&format!("{}/v1", up.uri()), "", &keys));
+    assert_eq!(said(&app, &a.plaintext).await, "miss");
+    assert_eq!(said(&app, &a.plaintext).await, "hit");
     assert_eq!(
-        send(&app, as_key(&a.plaintext))
-            .await
-            .header("x-slmgate-cache"),
-        "miss"
-    );
-    assert_eq!(
-        send(&app, as_key(&a.plaintext))
-            .await
-            .header("x-slmgate-cache"),
-        "hit"
-    );
-    assert_eq!(
-        send(&app, as_key(&b.plaintext))
-            .await
-            .header("x-slmgate-cache"),
+        said(&app, &b.plaintext).await,
         "miss",
         "b never sees a's answer"
     );
-    let app = app_for(&policy(
+    let shared = policy(
         &format!("{}/v1", up.uri()),
         "share_across_keys: true",
         &keys,
-    ));
-    assert_eq!(
-        send(&app, as_key(&a.plaintext))
-            .await
-            .header("x-slmgate-cache"),
-        "miss"
     );
-    assert_eq!(
-        send(&app, as_key(&b.plaintext))
-            .await
-            .header("x-slmgate-cache"),
-        "hit"
-    );
+    let app = app_for(&shared);
+    assert_eq!(said(&app, &a.plaintext).await, "miss");
+    assert_eq!(said(&app, &b.plaintext).await, "hit");
 }
 
 #[tokio::test]

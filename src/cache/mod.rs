@@ -209,41 +209,43 @@ const IGNORED: &[&str] = &[
     "safety_identifier",
 ];
 
-/// The request's cache key: SHA-256 of the client's API, the caller (unless
-/// keys share answers), whether it streams, and the request body with the
-/// fields that do not change the answer left out, in canonical JSON
-/// (objects' keys sorted).
-pub fn key(req: &ParsedRequest, client: ApiFormat, caller: Option<&str>) -> [u8; 32] {
+/// SHA-256 started with `tag`, the client's API, the caller (unless keys
+/// share answers), the model or route asked for and whether it streams.
+fn hasher(tag: &[u8], req: &ParsedRequest, client: ApiFormat, caller: Option<&str>) -> Sha256 {
     let mut h = Sha256::new();
-    h.update(b"slmgate-exact-v1\0");
+    h.update(tag);
     h.update(match client {
-        ApiFormat::OpenAi => "openai\0",
-        ApiFormat::Anthropic => "anthropic\0",
+        ApiFormat::OpenAi => "\0openai\0",
+        ApiFormat::Anthropic => "\0anthropic\0",
     });
     h.update(caller.unwrap_or("").as_bytes());
     h.update(b"\0");
     h.update(req.model.as_bytes());
     h.update(if req.stream { b"\0s\0" } else { b"\0w\0" });
-    let body = req.native.as_ref().map_or(&req.raw, |n| &n.body);
+    h
+}
+
+/// The request body (the native one for `/v1/messages`) in canonical JSON
+/// (objects' keys sorted), without the fields that do not change the answer.
+fn canonical_body(body: &Map<String, Value>) -> Vec<u8> {
     let mut out = Vec::with_capacity(1024);
     canonical_object(body, IGNORED, &mut out);
-    h.update(&out);
+    out
+}
+
+/// The request's cache key: `hasher` and the canonical body.
+pub fn key(req: &ParsedRequest, client: ApiFormat, caller: Option<&str>) -> [u8; 32] {
+    let mut h = hasher(b"slmgate-exact-v1", req, client, caller);
+    h.update(canonical_body(
+        req.native.as_ref().map_or(&req.raw, |n| &n.body),
+    ));
     h.finalize().into()
 }
 
 /// The semantic cache's bucket: like `key`, but with the last user
 /// message's content left out (its meaning is compared instead).
 pub fn bucket(req: &ParsedRequest, client: ApiFormat, caller: Option<&str>) -> u64 {
-    let mut h = Sha256::new();
-    h.update(b"slmgate-semantic-v1\0");
-    h.update(match client {
-        ApiFormat::OpenAi => "openai\0",
-        ApiFormat::Anthropic => "anthropic\0",
-    });
-    h.update(caller.unwrap_or("").as_bytes());
-    h.update(b"\0");
-    h.update(req.model.as_bytes());
-    h.update(if req.stream { b"\0s\0" } else { b"\0w\0" });
+    let mut h = hasher(b"slmgate-semantic-v1", req, client, caller);
     let mut body = req.native.as_ref().map_or(&req.raw, |n| &n.body).clone();
     if let Some(Value::Array(msgs)) = body.get_mut("messages") {
         if let Some(last) = msgs.iter_mut().rev().find(|m| m["role"] == "user") {
@@ -252,9 +254,7 @@ pub fn bucket(req: &ParsedRequest, client: ApiFormat, caller: Option<&str>) -> u
             }
         }
     }
-    let mut out = Vec::with_capacity(1024);
-    canonical_object(&body, IGNORED, &mut out);
-    h.update(&out);
+    h.update(canonical_body(&body));
     let d = h.finalize();
     u64::from_le_bytes(d[..8].try_into().unwrap_or([0; 8]))
 }

@@ -52,20 +52,30 @@ impl CacheLayer {
 
     /// Whether the cache may answer `req` on what it asked for.
     fn cacheable(&self, req: &ParsedRequest, requested: Option<&Requested>) -> bool {
-        let mode = match requested {
-            Some(Requested::Route { name, .. }) => self
-                .policy
-                .routes
-                .get(name)
-                .and_then(|r| r.cache)
-                .unwrap_or(self.cache.config.mode),
-            _ => self.cache.config.mode,
-        };
-        cacheable(mode, req)
+        cacheable(route_mode(&self.policy, requested), req)
     }
 
     fn count(&self, cache: &str, result: &str) {
         self.metrics.cache.with_label_values(&[cache, result]).inc();
+    }
+}
+
+/// The cache mode for what was asked: the route's own, else the exact
+/// cache's (`deterministic` when there is none).
+pub(crate) fn route_mode(policy: &Policy, requested: Option<&Requested>) -> CacheMode {
+    let default = policy
+        .cache
+        .as_ref()
+        .and_then(|c| c.exact.as_ref())
+        .map(|e| e.mode)
+        .unwrap_or_default();
+    match requested {
+        Some(Requested::Route { name, .. }) => policy
+            .routes
+            .get(name)
+            .and_then(|r| r.cache)
+            .unwrap_or(default),
+        _ => default,
     }
 }
 

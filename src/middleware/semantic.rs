@@ -6,7 +6,7 @@
 //! and their numbers, negation, directional words and names match
 //! (`cache::guards`). A miss is stored when its answer completes.
 
-use super::cache::{cacheable, cached_answer, directives, record};
+use super::cache::{cacheable, cached_answer, directives, record, route_mode};
 use super::put_header;
 use super::stage::{AsyncStage, AsyncStaged};
 use crate::api::openai::ParsedRequest;
@@ -105,18 +105,15 @@ impl<B: Send + 'static> AsyncStage<B> for SemanticLayer {
         let Requested::Route { name, .. } = &**requested else {
             return Ok(None);
         };
-        let route = self.policy.routes.get(name);
-        if !route.is_some_and(|r| r.semantic_cache) {
+        if !self
+            .policy
+            .routes
+            .get(name)
+            .is_some_and(|r| r.semantic_cache)
+        {
             return Ok(None);
         }
-        let exact_mode = self
-            .policy
-            .cache
-            .as_ref()
-            .and_then(|c| c.exact.as_ref())
-            .map(|e| e.mode)
-            .unwrap_or_default();
-        let mode = route.and_then(|r| r.cache).unwrap_or(exact_mode);
+        let mode = route_mode(&self.policy, Some(requested));
         let (no_cache, no_store) = directives(req.headers());
         if !cacheable(mode, parsed) || no_cache {
             self.count("bypass");
