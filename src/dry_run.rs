@@ -96,7 +96,18 @@ impl<B> Service<Request<B>> for Explain {
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let x = req.extensions();
         let r = match (x.get::<TriageResult>(), x.get::<Arc<RouteDecision>>()) {
-            (Some(t), Some(d)) => axum::Json(explain(t, d, self.triage)).into_response(),
+            (Some(t), Some(d)) => {
+                let mut v = explain(t, d, self.triage);
+                if let Some(found) = x.get::<crate::privacy::PiiFound>() {
+                    let kinds: serde_json::Map<String, Value> = found
+                        .0
+                        .iter()
+                        .map(|(k, n)| (k.as_str().to_string(), json!(n)))
+                        .collect();
+                    v["pii"] = Value::Object(kinds);
+                }
+                axum::Json(v).into_response()
+            }
             _ => missing("the triage verdict or route decision", "DecideLayer"),
         };
         std::future::ready(Ok(r))

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod metrics;
 pub mod middleware;
 pub mod policy;
+pub mod privacy;
 pub mod reload;
 pub mod requant;
 pub mod routes;

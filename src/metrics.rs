@@ -21,6 +21,8 @@ pub const CACHE_REQUESTS_TOTAL: &str = "slmgate_cache_requests_total";
 pub const CACHE_EVICTIONS_TOTAL: &str = "slmgate_cache_evictions_total";
 pub const CACHE_BYTES: &str = "slmgate_cache_bytes";
 pub const CACHE_SAVED_USD_TOTAL: &str = "slmgate_cache_saved_usd_total";
+pub const PII_FOUND_TOTAL: &str = "slmgate_pii_detected_total";
+pub const PII_ACTIONS_TOTAL: &str = "slmgate_pii_actions_total";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "slmgate_upstream_errors_total";
 pub const LOCAL_QUEUE_DEPTH: &str = "slmgate_local_queue_depth";
 pub const FALLBACKS_TOTAL: &str = "slmgate_fallbacks_total";
@@ -55,6 +57,10 @@ pub struct Metrics {
     pub cache_bytes: prometheus::IntGaugeVec,
     /// What hits would have cost on the target that first answered.
     pub cache_saved: CounterVec,
+    /// Personal or secret data found in requests, by kind (never the data).
+    pub pii_found: IntCounterVec,
+    /// Requests a `pii` rule acted on, by action (local|redact|reject).
+    pub pii_actions: IntCounterVec,
     pub upstream_errors: IntCounterVec,
     pub local_queue_depth: IntGauge,
     pub fallbacks: IntCounterVec,
@@ -247,6 +253,16 @@ impl Metrics {
                 &["cache"],
             )?,
             cache_bytes,
+            pii_found: counter(
+                PII_FOUND_TOTAL,
+                "Personal or secret data found in requests, by kind",
+                &["kind"],
+            )?,
+            pii_actions: counter(
+                PII_ACTIONS_TOTAL,
+                "Requests a pii rule acted on, by action",
+                &["action"],
+            )?,
             cache_saved: fcounter(
                 CACHE_SAVED_USD_TOTAL,
                 "Dollars that cache hits would have cost on the target that first answered",

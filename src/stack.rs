@@ -15,6 +15,7 @@ use crate::middleware::edge::EdgeLayer;
 use crate::middleware::limits::LimitsLayer;
 use crate::middleware::meter::MeterLayer;
 use crate::middleware::parse::ParseLayer;
+use crate::middleware::privacy::PrivacyLayer;
 use crate::middleware::read_body::ReadBodyLayer;
 use crate::middleware::semantic::SemanticLayer;
 use crate::middleware::shadow::ShadowLayer;
@@ -112,6 +113,10 @@ where
         }))
         // The policy's target and fallbacks from what was asked and the verdict.
         .layer(DecideLayer)
+        // With a `pii` rule: personal or secret data is kept local, redacted
+        // or refused, after decide (it may change the decision) and before
+        // anything is reserved or sent.
+        .option_layer(privacy(state))
         // With keys: reserve the dearest target's cost against the key's
         // budgets, just before anything is spent (settled by the meter); a
         // spent budget sends the request to the local model.
@@ -144,8 +149,16 @@ pub fn dry_run(state: &AppState) -> RouteService {
         .layer(ParseLayer::new(state.routing.clone(), false))
         .layer(TriageLayer::new(state.triage.clone()))
         .layer(DecideLayer)
+        .option_layer(privacy(state))
         .service(Explain::new(state.triage.name()));
     BoxCloneSyncService::new(chain)
+}
+
+/// The privacy layer, when the policy has any `pii` rule.
+fn privacy(state: &AppState) -> Option<PrivacyLayer> {
+    let p = &state.policy;
+    let any = p.pii.is_some() || p.routes.values().any(|r| r.pii.is_some());
+    any.then(|| PrivacyLayer::new(p.clone(), state.metrics.clone()))
 }
 
 /// Access log and catch panic for the routes beside the chat path (models,

@@ -6,7 +6,7 @@ pub mod sse;
 
 /// A `/v1/messages` request as the client sent it: Anthropic backends send
 /// it on unchanged (but for `model`), so nothing only Anthropic has is lost.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AnthropicBody {
     pub body: serde_json::Map<String, serde_json::Value>,
     /// What the OpenAI view of the request had to leave out (e.g. `document`

@@ -5,6 +5,7 @@
 mod backend;
 mod cache;
 mod keys;
+mod privacy;
 mod target;
 pub mod validate;
 
@@ -14,6 +15,7 @@ pub use backend::{
 };
 pub use cache::{CacheConfig, CacheMode, ExactCacheConfig, SemanticCacheConfig};
 pub use keys::{FailMode, KeyConfig, OnBudgetExhausted, StateConfig};
+pub use privacy::{PiiAction, PiiRule};
 pub use target::{Target, CATEGORIES};
 
 use serde::Deserialize;
@@ -52,6 +54,9 @@ pub struct Policy {
     pub on_budget_exhausted: OnBudgetExhausted,
     /// Response caches; absent: none.
     pub cache: Option<CacheConfig>,
+    /// What to do with personal or secret data in requests to explicit
+    /// models and routes without a `pii` rule of their own.
+    pub pii: Option<PiiRule>,
     /// sha256 of the YAML text this policy was parsed from (set by
     /// `from_yaml`; shown by `GET /v1/policy` and logged on reload).
     #[serde(skip)]
@@ -161,6 +166,8 @@ pub struct RouteConfig {
     /// Look this route's requests up in the semantic cache (`cache.semantic`).
     #[serde(default)]
     pub semantic_cache: bool,
+    /// What to do with personal or secret data in this route's requests.
+    pub pii: Option<PiiRule>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

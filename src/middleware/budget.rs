@@ -70,13 +70,6 @@ impl BudgetLayer {
         }
     }
 
-    fn is_local(&self, t: &Target) -> bool {
-        matches!(
-            self.policy.backends.get(&t.backend),
-            Some(BackendConfig::Local(_))
-        )
-    }
-
     /// The most this request can cost on any of the decision's targets, in
     /// micro-dollars (rounded up), and whether `max_completion_tokens` must
     /// be written into it: it sets no limit and a paid OpenAI-compatible
@@ -124,34 +117,9 @@ impl BudgetLayer {
     }
 
     fn has_local(&self, d: &RouteDecision) -> bool {
-        d.targets.iter().any(|t| self.is_local(t))
-    }
-
-    /// The decision with only its local targets (else the policy's first
-    /// local model); `None` when the policy has no local model.
-    fn local_only(&self, d: &RouteDecision) -> Option<Arc<RouteDecision>> {
-        let mut targets: Vec<Target> = d
-            .targets
+        d.targets
             .iter()
-            .filter(|t| self.is_local(t))
-            .cloned()
-            .collect();
-        if targets.is_empty() {
-            let (b, cfg) = self
-                .policy
-                .backends
-                .iter()
-                .find(|(_, c)| matches!(c, BackendConfig::Local(_)))?;
-            let m = cfg.models().keys().next()?;
-            targets.push(Target {
-                backend: b.clone(),
-                model: m.clone(),
-            });
-        }
-        Some(Arc::new(RouteDecision {
-            route: d.route.clone(),
-            targets,
-        }))
+            .any(|t| crate::policy::is_local(&self.policy, t))
     }
 
     /// The budget is spent (`refused_by`) or cannot be checked (`None`,
@@ -164,10 +132,10 @@ impl BudgetLayer {
         refusal: GatewayError,
     ) -> Result<Arc<RouteDecision>, GatewayError> {
         let local = if self.has_local(decision) {
-            self.local_only(decision)
+            crate::policy::local_only(&self.policy, decision)
         } else {
             match self.policy.on_budget_exhausted {
-                OnBudgetExhausted::Local => self.local_only(decision),
+                OnBudgetExhausted::Local => crate::policy::local_only(&self.policy, decision),
                 OnBudgetExhausted::Reject => None,
             }
         };

@@ -33,6 +33,7 @@ pub mod edge;
 pub mod limits;
 pub mod meter;
 pub mod parse;
+pub mod privacy;
 pub mod read_body;
 pub mod semantic;
 pub mod shadow;

@@ -137,6 +137,40 @@ impl Routing {
     }
 }
 
+/// Whether `t` is on a local backend ($0, in-process).
+pub fn is_local(policy: &Policy, t: &Target) -> bool {
+    matches!(
+        policy.backends.get(&t.backend),
+        Some(crate::config::BackendConfig::Local(_))
+    )
+}
+
+/// `d` with only its local targets (else the policy's first local model);
+/// `None` when the policy has no local model.
+pub fn local_only(policy: &Policy, d: &RouteDecision) -> Option<Arc<RouteDecision>> {
+    let mut targets: Vec<Target> = d
+        .targets
+        .iter()
+        .filter(|t| is_local(policy, t))
+        .cloned()
+        .collect();
+    if targets.is_empty() {
+        let (b, cfg) = policy
+            .backends
+            .iter()
+            .find(|(_, c)| matches!(c, crate::config::BackendConfig::Local(_)))?;
+        let m = cfg.models().keys().next()?;
+        targets.push(Target {
+            backend: b.clone(),
+            model: m.clone(),
+        });
+    }
+    Some(Arc::new(RouteDecision {
+        route: d.route.clone(),
+        targets,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,569 @@
+//! Personal and secret data in text, found by a hand-written scanner (no
+//! regex engine): one pass for tokens (emails, IP addresses, secrets) and
+//! one for runs of digits and separators (cards, phones, SSNs), plus IBANs.
+//! Checksums where the format has one (Luhn for cards, mod 97 for IBANs) and
+//! the rules that tell near-misses apart: dates, version strings, order
+//! numbers, commit hashes and UUIDs are not flagged.
+
+use serde::{Deserialize, Serialize};
+
+/// What kind of data a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PiiKind {
+    Email,
+    Phone,
+    Card,
+    Iban,
+    Ssn,
+    Ip,
+    Secret,
+}
+
+impl PiiKind {
+    pub const ALL: [PiiKind; 7] = [
+        PiiKind::Email,
+        PiiKind::Phone,
+        PiiKind::Card,
+        PiiKind::Iban,
+        PiiKind::Ssn,
+        PiiKind::Ip,
+        PiiKind::Secret,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PiiKind::Email => "email",
+            PiiKind::Phone => "phone",
+            PiiKind::Card => "card",
+            PiiKind::Iban => "iban",
+            PiiKind::Ssn => "ssn",
+            PiiKind::Ip => "ip",
+            PiiKind::Secret => "secret",
+        }
+    }
+}
+
+/// One finding: its kind and byte range in the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finding {
+    pub kind: PiiKind,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// Everything found in `text`, in order, without overlaps.
+pub fn detect(text: &str) -> Vec<Finding> {
+    let mut found = Vec::new();
+    tokens(text, &mut found);
+    digit_runs(text, &mut found);
+    ibans(text, &mut found);
+    found.sort_by_key(|f| (f.start, std::cmp::Reverse(f.end)));
+    let mut out: Vec<Finding> = Vec::with_capacity(found.len());
+    for f in found {
+        if out.last().is_none_or(|l| f.start >= l.end) {
+            out.push(f);
+        }
+    }
+    out
+}
+
+/// `text` with every finding replaced by `[KIND]`.
+pub fn redact(text: &str, findings: &[Finding]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for f in findings {
+        out.push_str(&text[at..f.start]);
+        out.push('[');
+        out.push_str(&f.kind.as_str().to_ascii_uppercase());
+        out.push(']');
+        at = f.end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+fn is_sep(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            ',' | ';' | '(' | ')' | '<' | '>' | '"' | '\'' | '[' | ']' | '{' | '}' | '`' | '|'
+        )
+}
+
+/// Whitespace-separated tokens, trimmed of surrounding punctuation.
+fn tokens(text: &str, found: &mut Vec<Finding>) {
+    let mut prev_word = String::new();
+    let mut start = None;
+    let bytes_end = text.len();
+    let mut iter = text.char_indices().peekable();
+    loop {
+        let next = iter.next();
+        let boundary = match next {
+            Some((_, c)) => is_sep(c),
+            None => true,
+        };
+        match (start, boundary) {
+            (None, false) => start = next.map(|(i, _)| i),
+            (Some(s), true) => {
+                let e = next.map_or(bytes_end, |(i, _)| i);
+                let raw = &text[s..e];
+                let trimmed = raw.trim_end_matches(['.', ':', '!', '?', '=']);
+                let lead = trimmed.len() - trimmed.trim_start_matches(['=', ':']).len();
+                let tok = &trimmed[lead..];
+                if !tok.is_empty() {
+                    if let Some(kind) = classify_token(tok, &prev_word) {
+                        found.push(Finding {
+                            kind,
+                            start: s + lead,
+                            end: s + lead + tok.len(),
+                        });
+                    }
+                    prev_word = tok.to_ascii_lowercase();
+                }
+                start = None;
+            }
+            _ => {}
+        }
+        if next.is_none() {
+            break;
+        }
+    }
+}
+
+fn classify_token(tok: &str, prev: &str) -> Option<PiiKind> {
+    // `key=value`: the value.
+    let tok = tok.rsplit('=').next().unwrap_or(tok);
+    if tok.is_empty() {
+        return None;
+    }
+    if is_email(tok) {
+        return Some(PiiKind::Email);
+    }
+    if is_ip(tok, prev) {
+        return Some(PiiKind::Ip);
+    }
+    if is_secret(tok) || (prev == "bearer" && is_token(tok)) {
+        return Some(PiiKind::Secret);
+    }
+    None
+}
+
+/// After "Bearer": a credential of 20+ token characters (a JWT included).
+fn is_token(t: &str) -> bool {
+    t.len() >= 20
+        && t.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~' | '+' | '/' | '=')
+        })
+        && t.chars().any(|c| c.is_ascii_digit())
+}
+
+fn is_email(t: &str) -> bool {
+    let Some((local, domain)) = t.rsplit_once('@') else {
+        return false;
+    };
+    let local = local.rsplit(':').next().unwrap_or(local); // mailto:
+    !local.is_empty()
+        && local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '%' | '+' | '-'))
+        && domain.contains('.')
+        && domain
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+        && domain
+            .rsplit('.')
+            .next()
+            .is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()))
+        && !domain.starts_with('.')
+        && !domain.contains("..")
+}
+
+fn is_ip(tok: &str, prev: &str) -> bool {
+    if tok.starts_with(['v', 'V']) {
+        return false; // v1.2.3.4
+    }
+    // The host of a URL, or what follows `user@`.
+    let t = match tok.split_once("://") {
+        Some((_, rest)) => rest.split('/').next().unwrap_or(rest),
+        None => tok,
+    };
+    let t = t.rsplit('@').next().unwrap_or(t);
+    // host:port, [v6]:port
+    let bare = t.trim_start_matches('[');
+    let bare = bare.split(']').next().unwrap_or(bare);
+    if bare.parse::<std::net::Ipv6Addr>().is_ok() && bare.contains("::") || {
+        let groups = bare.split(':').count();
+        groups >= 6 && bare.parse::<std::net::Ipv6Addr>().is_ok()
+    } {
+        return true;
+    }
+    let host = bare.split(['/', ':']).next().unwrap_or(bare);
+    let parts: Vec<&str> = host.split('.').collect();
+    let v4 = parts.len() == 4
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.len() <= 3
+                && p.chars().all(|c| c.is_ascii_digit())
+                && p.parse::<u16>().is_ok_and(|n| n <= 255)
+        });
+    v4 && !matches!(
+        prev,
+        "version" | "v" | "ver" | "release" | "build" | "firmware"
+    )
+}
+
+/// Provider key prefixes, and the shortest key each starts.
+const PREFIXES: &[(&str, usize)] = &[
+    ("sk-ant-", 24),
+    ("sk-proj-", 24),
+    ("sk-", 20),
+    ("ghp_", 30),
+    ("gho_", 30),
+    ("ghs_", 30),
+    ("github_pat_", 30),
+    ("xoxb-", 20),
+    ("xoxp-", 20),
+    ("xoxa-", 20),
+    ("glpat-", 20),
+    ("AKIA", 20),
+    ("ASIA", 20),
+    ("AIza", 35),
+    ("hf_", 30),
+    ("rk_live_", 20),
+    ("sk_live_", 20),
+    ("pk_live_", 20),
+];
+
+fn is_secret(t: &str) -> bool {
+    let t = t.trim_end_matches(['.', ',']);
+    // A JSON Web Token: base64url header `eyJ...`, payload, signature.
+    if t.starts_with("eyJ") && t.split('.').count() == 3 && t.len() >= 40 {
+        return true;
+    }
+    let key_chars = |s: &str| {
+        s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+    };
+    for (p, min) in PREFIXES {
+        if let Some(rest) = t.strip_prefix(p) {
+            if t.len() >= *min && key_chars(rest) && rest.chars().any(|c| c.is_ascii_digit()) {
+                return true;
+            }
+        }
+    }
+    // A long token of mixed letters and digits with high entropy.
+    if t.len() < 24 || t.len() > 256 {
+        return false;
+    }
+    if !t
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '/' | '='))
+    {
+        return false;
+    }
+    if t.contains("//") || t.starts_with('/') || t.matches('/').count() > 2 {
+        return false; // paths and URLs
+    }
+    let hex = t.chars().all(|c| c.is_ascii_hexdigit());
+    if hex || is_uuid(t) {
+        return false; // hashes, commit ids, UUIDs
+    }
+    let digits = t.chars().filter(char::is_ascii_digit).count();
+    let upper = t.chars().filter(char::is_ascii_uppercase).count();
+    let lower = t.chars().filter(char::is_ascii_lowercase).count();
+    if digits < 2 || (upper + lower) < 8 || (upper < 2 && digits < 4) || lower < 2 && digits < 4 {
+        return false;
+    }
+    entropy(t) >= 3.6
+}
+
+fn is_uuid(t: &str) -> bool {
+    let parts: Vec<&str> = t.split('-').collect();
+    parts.len() == 5
+        && parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
+        && parts
+            .iter()
+            .all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Shannon entropy in bits per character.
+fn entropy(t: &str) -> f64 {
+    let mut counts = [0u32; 128];
+    let mut n = 0u32;
+    for b in t.bytes().filter(|b| b.is_ascii()) {
+        counts[b as usize] += 1;
+        n += 1;
+    }
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / f64::from(n);
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// Runs of digits with the separators numbers are written with.
+fn digit_runs(text: &str, found: &mut Vec<Finding>) {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let starts = c.is_ascii_digit()
+            || ((c == b'+' || c == b'(') && b.get(i + 1).is_some_and(u8::is_ascii_digit));
+        // Not inside a word or a longer token (v1.2, ABC123, 10.5.3-beta).
+        let glued = i > 0
+            && (b[i - 1].is_ascii_alphanumeric()
+                || matches!(b[i - 1], b'.' | b'_' | b'/' | b'#' | b'-'));
+        if !starts || glued {
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        let sep = |d: u8| matches!(d, b' ' | b'-' | b'.' | b'(' | b')');
+        while j < b.len() {
+            if b[j].is_ascii_digit() {
+                j += 1;
+                continue;
+            }
+            // One or two separators between digit groups: "-", ") ", " (".
+            let mut k = j;
+            while k < b.len() && k < j + 2 && sep(b[k]) {
+                k += 1;
+            }
+            if k > j && b.get(k).is_some_and(u8::is_ascii_digit) {
+                j = k;
+            } else {
+                break;
+            }
+        }
+        let followed = b
+            .get(j)
+            .is_some_and(|n| n.is_ascii_alphabetic() || *n == b'_');
+        if !followed {
+            if let Some(kind) = classify_run(&text[i..j]) {
+                found.push(Finding {
+                    kind,
+                    start: i,
+                    end: j,
+                });
+            }
+        }
+        i = j.max(i + 1);
+    }
+}
+
+fn classify_run(run: &str) -> Option<PiiKind> {
+    let digits: Vec<u8> = run
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|d| d - b'0')
+        .collect();
+    let n = digits.len();
+    let groups: Vec<&str> = run
+        .split([' ', '-', '.', '(', ')'])
+        .filter(|g| !g.is_empty())
+        .collect();
+    let lens: Vec<usize> = groups
+        .iter()
+        .map(|g| g.trim_start_matches('+').len())
+        .collect();
+    // SSN: AAA-GG-SSSS.
+    if run.len() == 11
+        && lens == [3, 2, 4]
+        && run.as_bytes()[3] == b'-'
+        && run.as_bytes()[6] == b'-'
+    {
+        let area = &run[..3];
+        let ok = area != "000"
+            && area != "666"
+            && !area.starts_with('9')
+            && &run[4..6] != "00"
+            && &run[7..] != "0000";
+        return ok.then_some(PiiKind::Ssn);
+    }
+    // Dates and times are not numbers of anything.
+    if lens.len() == 3
+        && (lens == [4, 2, 2] || lens == [2, 2, 4] || lens == [1, 2, 4] || lens == [2, 1, 4])
+    {
+        return None;
+    }
+    let seps_ok = !run.contains('.') || run.matches('.').count() >= 2;
+    // Cards: 13-19 digits, spaces or dashes, Luhn.
+    if (13..=19).contains(&n)
+        && !run.contains(['.', '(', ')'])
+        && luhn(&digits)
+        && (groups.len() == 1 || lens.iter().all(|&l| l >= 3))
+    {
+        return Some(PiiKind::Card);
+    }
+    // Phones: international with +, or grouped national numbers.
+    if run.starts_with('+') && (8..=15).contains(&n) {
+        return Some(PiiKind::Phone);
+    }
+    let us = n == 10 && lens == [3, 3, 4];
+    let us1 = n == 11 && lens == [1, 3, 3, 4] && digits[0] == 1;
+    let national = (9..=12).contains(&n)
+        && digits[0] == 0
+        && groups.len() >= 2
+        && lens.iter().all(|&l| (2..=5).contains(&l));
+    if (us || us1 || national) && seps_ok && groups.len() >= 2 {
+        return Some(PiiKind::Phone);
+    }
+    None
+}
+
+fn luhn(digits: &[u8]) -> bool {
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            let d = u32::from(d);
+            if i % 2 == 1 {
+                let x = d * 2;
+                if x > 9 {
+                    x - 9
+                } else {
+                    x
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+/// IBANs: two letters, two check digits, 11-30 more letters or digits,
+/// written together or in groups of four; mod 97 must be 1.
+fn ibans(text: &str, found: &mut Vec<Finding>) {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i + 4 <= b.len() {
+        let starts = b[i].is_ascii_uppercase()
+            && b[i + 1].is_ascii_uppercase()
+            && b[i + 2].is_ascii_digit()
+            && b[i + 3].is_ascii_digit()
+            && (i == 0 || !b[i - 1].is_ascii_alphanumeric());
+        if !starts {
+            i += 1;
+            continue;
+        }
+        let mut j = i;
+        let mut chars = Vec::new();
+        while j < b.len() && chars.len() < 34 {
+            let c = b[j];
+            if c.is_ascii_uppercase() || c.is_ascii_digit() {
+                chars.push(c);
+                j += 1;
+            } else if c == b' '
+                && b.get(j + 1)
+                    .is_some_and(|n| n.is_ascii_uppercase() || n.is_ascii_digit())
+            {
+                j += 1;
+            } else {
+                break;
+            }
+        }
+        let mut matched = false;
+        // The longest prefix that checks out (a word may follow the IBAN).
+        for len in (15..=chars.len()).rev() {
+            if iban_ok(&chars[..len]) {
+                let mut count = 0;
+                let mut end = i;
+                while count < len {
+                    if b[end] != b' ' {
+                        count += 1;
+                    }
+                    end += 1;
+                }
+                let next_ok = b.get(end).is_none_or(|c| !c.is_ascii_alphanumeric());
+                if next_ok {
+                    found.push(Finding {
+                        kind: PiiKind::Iban,
+                        start: i,
+                        end,
+                    });
+                    matched = true;
+                    i = end;
+                    break;
+                }
+            }
+        }
+        if !matched {
+            i += 1;
+        }
+    }
+}
+
+fn iban_ok(c: &[u8]) -> bool {
+    if c.len() < 15
+        || !c[..2].iter().all(u8::is_ascii_uppercase)
+        || !c[2..4].iter().all(u8::is_ascii_digit)
+        || &c[..2] == b"RF"
+    {
+        return false; // RF: an ISO 11649 payment reference, not an account
+    }
+    let mut rem: u64 = 0;
+    for &ch in c[4..].iter().chain(&c[..4]) {
+        let v = if ch.is_ascii_digit() {
+            u64::from(ch - b'0')
+        } else {
+            u64::from(ch - b'A') + 10
+        };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
+    }
+    rem == 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(t: &str) -> Vec<PiiKind> {
+        detect(t).into_iter().map(|f| f.kind).collect()
+    }
+
+    #[test]
+    fn finds_each_kind_and_redacts_it() {
+        use PiiKind::*;
+        assert_eq!(kinds("mail jane.doe+x@example.com now"), [Email]);
+        assert_eq!(
+            kinds("call +44 20 7946 0958 or (415) 555-0132"),
+            [Phone, Phone]
+        );
+        assert_eq!(kinds("card 4111 1111 1111 1111 please"), [Card]);
+        assert_eq!(kinds("IBAN DE89 3704 0044 0532 0130 00."), [Iban]);
+        assert_eq!(kinds("GB82WEST12345698765432"), [Iban]);
+        assert_eq!(kinds("my ssn is 123-45-6789"), [Ssn]);
+        assert_eq!(kinds("host 192.0.2.10:8080 and 2001:db8::1"), [Ip, Ip]);
+        assert_eq!(kinds("key sk-proj-Ab3dE5fG7hJ9kL1mN3pQ5rS7"), [Secret]);
+        assert_eq!(kinds("AKIAIOSFODNN7EXAMPLE"), [Secret]);
+        let t = "write to jane@example.com about 4111-1111-1111-1111";
+        assert_eq!(redact(t, &detect(t)), "write to [EMAIL] about [CARD]");
+    }
+
+    #[test]
+    fn near_misses_are_not_flagged() {
+        for t in [
+            "order 1234567890123456 shipped",   // fails Luhn
+            "on 2024-01-15 at 10:30",           // date, time
+            "version 1.2.3.4 and v2.0.1",       // versions
+            "IBAN DE00 3704 0044 0532 0130 00", // bad checksum
+            "commit 3f2a9c1d8e7b6a5f4e3d2c1b0a9f8e7d6c5b4a39",
+            "id 123e4567-e89b-12d3-a456-426614174000",
+            "ssn-like 000-12-3456 and 555-0132",
+            "pi is 3.14159 and the total is $1,299.99",
+            "ISBN 978-3-16-148410-0",
+        ] {
+            assert!(detect(t).is_empty(), "{t}: {:?}", detect(t));
+        }
+    }
+}
