@@ -128,6 +128,14 @@ ROWS = [
              targets=[(rate("slmgate_cache_evictions_total", by="cache"), "{{cache}}")],
              description="Entries dropped to stay within max_bytes."),
     ]),
+    ("Privacy", [
+        dict(title="Personal or secret data found", unit="ops", w=12,
+             targets=[(rate("slmgate_pii_detected_total", by="kind"), "{{kind}}")],
+             description="Findings per kind in requests (only when a pii rule exists); never the data."),
+        dict(title="pii rules applied", unit="reqps", w=12,
+             targets=[(rate("slmgate_pii_actions_total", by="action"), "{{action}}")],
+             description="Requests kept local, redacted or rejected by a pii rule."),
+    ]),
     ("Errors and fallbacks", [
         dict(title="Error ratio (5xx)", unit="percentunit", w=8,
              targets=[(rate("slmgate_requests_total", 'status=~"5.."') + " / " + rate("slmgate_requests_total"), "5xx share")],
