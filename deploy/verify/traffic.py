@@ -80,6 +80,7 @@ def one_round(i):
     for _ in range(2):
         post("cache (temperature 0)", chat("gpt-4o-mini", p, temperature=0))
     post("cache (evicting)", chat("gpt-4o-mini", f"{p} ({i})", temperature=0))
+    post("pii (redacted)", chat("gpt-4o-mini", f"Reply to jane.doe{i}@example.com: {p}"))
 
 
 def main():
