@@ -2,12 +2,15 @@
 //! names its category. The policy routes on both.
 
 pub mod encoder;
+pub mod embed_cache;
 pub mod eval;
 pub mod features;
 pub mod head;
+pub mod loso;
 pub mod model;
 pub mod serve;
 pub mod success;
+pub mod task;
 pub mod train;
 pub mod wordpiece;
 

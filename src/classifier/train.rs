@@ -115,33 +115,43 @@ impl Adam {
 }
 
 /// Softmax/logistic regression: `k` outputs (k = 1 means logistic on `y[i] in {0,1}`).
-/// Returns weights as k × (d + 1), bias last.
-fn fit_linear(xs: &[Vec<f32>], ys: &[usize], k: usize, l2: f32, seed: u64) -> Vec<Vec<f32>> {
+/// `sw`: per-example weights (mean 1); `l2`: per-dimension L2 strength;
+/// `off`: per-example logit offsets (k = 1 only). Returns weights as
+/// k × (d + 1), bias last.
+fn fit_linear(
+    xs: &[Vec<f32>],
+    ys: &[usize],
+    k: usize,
+    fit: &Fitting,
+    seed: u64,
+) -> Vec<Vec<f32>> {
     let d = xs.first().map_or(0, Vec::len);
     let mut w = vec![vec![0f32; d + 1]; k];
     let mut opt: Vec<Adam> = (0..k).map(|_| Adam::new(d + 1)).collect();
     let mut order: Vec<usize> = (0..xs.len()).collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    for _ in 0..EPOCHS {
+    for _ in 0..fit.epochs {
         order.shuffle(&mut rng);
         for batch in order.chunks(BATCH) {
             let mut g = vec![vec![0f32; d + 1]; k];
             for &i in batch {
                 let x = &xs[i];
+                let sw = fit.weights.get(i).copied().unwrap_or(1.0);
                 let z: Vec<f32> = w
                     .iter()
                     .map(|wk| wk[..d].iter().zip(x).map(|(a, b)| a * b).sum::<f32>() + wk[d])
                     .collect();
-                // Residuals: p - y.
+                // Residuals: p - y, weighted.
                 let r: Vec<f32> = if k == 1 {
-                    vec![sigmoid(z[0]) - ys[i] as f32]
+                    let off = fit.offsets.get(i).copied().unwrap_or(0.0);
+                    vec![sw * (sigmoid(z[0] + off) - ys[i] as f32)]
                 } else {
                     let mx = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                     let e: Vec<f32> = z.iter().map(|v| (v - mx).exp()).collect();
                     let s: f32 = e.iter().sum();
                     e.iter()
                         .enumerate()
-                        .map(|(j, v)| v / s - (j == ys[i]) as u8 as f32)
+                        .map(|(j, v)| sw * (v / s - (j == ys[i]) as u8 as f32))
                         .collect()
                 };
                 for (gk, rk) in g.iter_mut().zip(&r) {
@@ -155,7 +165,7 @@ fn fit_linear(xs: &[Vec<f32>], ys: &[usize], k: usize, l2: f32, seed: u64) -> Ve
             let n = batch.len() as f32;
             for ((wk, gk), ok) in w.iter_mut().zip(g.iter_mut()).zip(opt.iter_mut()) {
                 for j in 0..d {
-                    gk[j] = gk[j] / n + l2 * wk[j];
+                    gk[j] = gk[j] / n + fit.l2.get(j).copied().unwrap_or(0.0) * wk[j];
                 }
                 gk[d] /= n;
                 ok.step(wk, gk);
@@ -163,6 +173,14 @@ fn fit_linear(xs: &[Vec<f32>], ys: &[usize], k: usize, l2: f32, seed: u64) -> Ve
         }
     }
     w
+}
+
+/// What one call of `fit_linear` needs beyond the data.
+struct Fitting {
+    epochs: usize,
+    weights: Vec<f32>,
+    l2: Vec<f32>,
+    offsets: Vec<f32>,
 }
 
 /// Rank-based ROC AUC (ties get half credit).
@@ -208,19 +226,98 @@ fn standardiser(xs: &[Vec<f32>]) -> (Vec<f32>, Vec<f32>) {
     (mean.iter().map(|m| *m as f32).collect(), std)
 }
 
-/// Fit one head. `xs` are raw inputs (the blocks named in `inputs`) for labelled examples.
+/// How to weigh training examples.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Every example counts once.
+    None,
+    /// Both labels weigh the same in total.
+    Class,
+    /// Every (source, label) group weighs the same, then both labels the same.
+    Source,
+}
+
+/// The head's training choices, selected by leave-one-source-out
+/// (`slmgate eval --loso`), never by the dev split.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// L2 on the cheap and task features.
+    pub l2: f32,
+    /// L2 on the embedding dimensions (static and contextual).
+    pub emb_l2: f32,
+    pub balance: Balance,
+    /// Add the hand-set task prior to the logit (an offset, not learned).
+    pub prior: bool,
+    pub epochs: usize,
+    /// The fast head's `P(hard)` band inside which the full head decides.
+    pub band: [f32; 2],
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            l2: 0.1,
+            emb_l2: 1.0,
+            balance: Balance::Class,
+            prior: true,
+            epochs: EPOCHS,
+            band: [0.1, 0.9],
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The default, with fields overridden by `SLMGATE_TRAIN_CONFIG` (JSON), for sweeps.
+    pub fn from_env() -> Result<TrainConfig, String> {
+        match std::env::var("SLMGATE_TRAIN_CONFIG") {
+            Ok(j) if !j.trim().is_empty() => {
+                serde_json::from_str(&j).map_err(|e| format!("SLMGATE_TRAIN_CONFIG: {e}"))
+            }
+            _ => Ok(TrainConfig::default()),
+        }
+    }
+}
+
+/// Per-example weights (mean 1) for `balance`.
+pub fn balance_weights(hard: &[bool], sources: &[&str], balance: Balance) -> Vec<f32> {
+    let n = hard.len();
+    let mut w = vec![1f64; n];
+    if balance == Balance::Source {
+        let mut groups: std::collections::HashMap<(&str, bool), usize> = Default::default();
+        for (s, h) in sources.iter().zip(hard) {
+            *groups.entry((s, *h)).or_default() += 1;
+        }
+        for (i, (s, h)) in sources.iter().zip(hard).enumerate() {
+            w[i] = 1.0 / groups[&(*s, *h)] as f64;
+        }
+    }
+    if balance != Balance::None {
+        for label in [false, true] {
+            let total: f64 = (0..n).filter(|&i| hard[i] == label).map(|i| w[i]).sum();
+            for i in (0..n).filter(|&i| hard[i] == label) {
+                w[i] /= 2.0 * total.max(1e-12);
+            }
+        }
+    }
+    let mean = w.iter().sum::<f64>() / n.max(1) as f64;
+    w.iter().map(|v| (v / mean.max(1e-12)) as f32).collect()
+}
+
+/// Fit one head with the old defaults (L2 by 5-fold CV, unweighted, no
+/// prior): the success head (`slmgate calibrate`) and tests.
 pub fn fit(xs: &[Vec<f32>], hard: &[bool], cats: &[usize], seed: u64, inputs: &[&str]) -> HeadFile {
     let (mean, std) = standardiser(xs);
-    let zs: Vec<Vec<f32>> = xs
-        .iter()
-        .map(|x| {
-            x.iter()
-                .zip(mean.iter().zip(&std))
-                .map(|(v, (m, s))| (v - m) / s)
-                .collect()
-        })
-        .collect();
+    let zs = standardise_all(xs, &mean, &std);
     let ys: Vec<usize> = hard.iter().map(|&h| h as usize).collect();
+    let d = mean.len();
+    let plain = |l2: f32, idx: &[usize]| Fitting {
+        epochs: EPOCHS,
+        weights: vec![1.0; idx.len()],
+        l2: vec![l2; d],
+        offsets: Vec::new(),
+    };
     // 5-fold CV on the training data picks the L2 strength.
     let folds = 5;
     let mut best = (f64::NEG_INFINITY, L2_GRID[0]);
@@ -230,14 +327,8 @@ pub fn fit(xs: &[Vec<f32>], hard: &[bool], cats: &[usize], seed: u64, inputs: &[
             let (tr, te): (Vec<usize>, Vec<usize>) = (0..zs.len()).partition(|i| i % folds != f);
             let xt: Vec<Vec<f32>> = tr.iter().map(|&i| zs[i].clone()).collect();
             let yt: Vec<usize> = tr.iter().map(|&i| ys[i]).collect();
-            let w = &fit_linear(&xt, &yt, 1, l2, seed)[0];
-            let d = w.len() - 1;
-            let s: Vec<f64> = te
-                .iter()
-                .map(|&i| {
-                    (w[..d].iter().zip(&zs[i]).map(|(a, b)| a * b).sum::<f32>() + w[d]) as f64
-                })
-                .collect();
+            let w = &fit_linear(&xt, &yt, 1, &plain(l2, &tr), seed)[0];
+            let s: Vec<f64> = te.iter().map(|&i| dot1(w, &zs[i]) as f64).collect();
             let h: Vec<bool> = te.iter().map(|&i| hard[i]).collect();
             aucs.push(auc(&s, &h));
         }
@@ -247,22 +338,104 @@ pub fn fit(xs: &[Vec<f32>], hard: &[bool], cats: &[usize], seed: u64, inputs: &[
             best = (m, l2);
         }
     }
-    let l2 = best.1;
-    let mut hw = fit_linear(&zs, &ys, 1, l2, seed).remove(0);
-    let hard_b = hw.pop().unwrap_or(0.0);
-    let cw = fit_linear(&zs, cats, CATEGORIES.len(), l2, seed);
-    let (cat_w, cat_b): (Vec<Vec<f32>>, Vec<f32>) = cw
-        .into_iter()
-        .map(|mut w| {
-            let b = w.pop().unwrap_or(0.0);
-            (w, b)
+    let all: Vec<usize> = (0..zs.len()).collect();
+    let fitting = plain(best.1, &all);
+    finish(xs.len(), mean, std, &zs, &ys, cats, &fitting, best.1, None, seed, inputs, true)
+}
+
+fn dot1(w: &[f32], z: &[f32]) -> f32 {
+    let d = w.len() - 1;
+    w[..d].iter().zip(z).map(|(a, b)| a * b).sum::<f32>() + w[d]
+}
+
+fn standardise_all(xs: &[Vec<f32>], mean: &[f32], std: &[f32]) -> Vec<Vec<f32>> {
+    xs.iter()
+        .map(|x| {
+            x.iter()
+                .zip(mean.iter().zip(std))
+                .map(|(v, (m, s))| (v - m) / s)
+                .collect()
         })
-        .unzip();
+        .collect()
+}
+
+/// Fit one triage head with `cfg`. `sources` feeds source balancing;
+/// `categories`: also fit the category softmax (not needed to score folds).
+pub fn fit_with(
+    xs: &[Vec<f32>],
+    hard: &[bool],
+    cats: &[usize],
+    sources: &[&str],
+    cfg: &TrainConfig,
+    seed: u64,
+    inputs: &[&str],
+    categories: bool,
+) -> HeadFile {
+    let (mut mean, mut std) = standardiser(xs);
+    let d = mean.len();
+    let n_feat = super::head::FEATURES.len().min(d);
+    let offset = (cfg.prior && d >= n_feat && n_feat == super::head::FEATURES.len())
+        .then_some(d - n_feat + super::head::PRIOR_FEATURE);
+    if let Some(k) = offset {
+        // The prior enters as is, never as a learned input.
+        (mean[k], std[k]) = (0.0, f32::INFINITY);
+    }
+    let zs = standardise_all(xs, &mean, &std);
+    if let Some(k) = offset {
+        std[k] = 1.0;
+    }
+    let ys: Vec<usize> = hard.iter().map(|&h| h as usize).collect();
+    let l2: Vec<f32> = (0..d)
+        .map(|j| if j < d - n_feat { cfg.emb_l2 } else { cfg.l2 })
+        .collect();
+    let fitting = Fitting {
+        epochs: cfg.epochs,
+        weights: balance_weights(hard, sources, cfg.balance),
+        l2,
+        offsets: offset.map_or_else(Vec::new, |k| xs.iter().map(|x| x[k]).collect()),
+    };
+    finish(xs.len(), mean, std, &zs, &ys, cats, &fitting, cfg.l2, offset, seed, inputs, categories)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    n: usize,
+    mean: Vec<f32>,
+    std: Vec<f32>,
+    zs: &[Vec<f32>],
+    ys: &[usize],
+    cats: &[usize],
+    fitting: &Fitting,
+    l2: f32,
+    offset: Option<usize>,
+    seed: u64,
+    inputs: &[&str],
+    categories: bool,
+) -> HeadFile {
+    let mut hw = fit_linear(zs, ys, 1, fitting, seed).remove(0);
+    let hard_b = hw.pop().unwrap_or(0.0);
+    let (cat_w, cat_b): (Vec<Vec<f32>>, Vec<f32>) = if categories {
+        let plain = Fitting {
+            epochs: fitting.epochs,
+            weights: Vec::new(),
+            l2: fitting.l2.clone(),
+            offsets: Vec::new(),
+        };
+        fit_linear(zs, cats, CATEGORIES.len(), &plain, seed)
+            .into_iter()
+            .map(|mut w| {
+                let b = w.pop().unwrap_or(0.0);
+                (w, b)
+            })
+            .unzip()
+    } else {
+        (Vec::new(), Vec::new())
+    };
     HeadFile {
         inputs: inputs.iter().map(|s| s.to_string()).collect(),
         l2,
-        epochs: EPOCHS,
-        n_train: xs.len(),
+        epochs: fitting.epochs,
+        n_train: n,
         features: super::head::FEATURES
             .iter()
             .map(|s| s.to_string())
@@ -274,6 +447,7 @@ pub fn fit(xs: &[Vec<f32>], hard: &[bool], cats: &[usize], seed: u64, inputs: &[
         hard_b,
         cat_w,
         cat_b,
+        offset,
     }
 }
 
