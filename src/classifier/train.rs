@@ -253,7 +253,13 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// The fast head's `P(hard)` band inside which the full head decides.
     pub band: [f32; 2],
+    /// The head before task features (first `LEGACY_FEATURES` cheap features
+    /// only): to measure the old configuration under the same protocol.
+    pub legacy: bool,
 }
+
+/// Cheap features the head had before the task features were added.
+pub const LEGACY_FEATURES: usize = 10;
 
 impl Default for TrainConfig {
     fn default() -> Self {
@@ -264,6 +270,7 @@ impl Default for TrainConfig {
             prior: true,
             epochs: EPOCHS,
             band: [0.1, 0.9],
+            legacy: false,
         }
     }
 }
@@ -343,6 +350,32 @@ pub fn fit(xs: &[Vec<f32>], hard: &[bool], cats: &[usize], seed: u64, inputs: &[
     finish(xs.len(), mean, std, &zs, &ys, cats, &fitting, best.1, None, seed, inputs, true)
 }
 
+/// Fit one head with a given L2, unweighted, no prior (no inner CV).
+pub fn fit_l2(
+    xs: &[Vec<f32>],
+    hard: &[bool],
+    cats: &[usize],
+    seed: u64,
+    inputs: &[&str],
+    l2: f32,
+) -> HeadFile {
+    let (mean, std) = standardiser(xs);
+    let zs = standardise_all(xs, &mean, &std);
+    let ys: Vec<usize> = hard.iter().map(|&h| h as usize).collect();
+    let fitting = Fitting {
+        epochs: EPOCHS,
+        weights: Vec::new(),
+        l2: vec![l2; mean.len()],
+        offsets: Vec::new(),
+    };
+    finish(xs.len(), mean, std, &zs, &ys, cats, &fitting, l2, None, seed, inputs, true)
+}
+
+/// The L2 grid the heads are selected over.
+pub fn l2_grid() -> &'static [f32] {
+    L2_GRID
+}
+
 fn dot1(w: &[f32], z: &[f32]) -> f32 {
     let d = w.len() - 1;
     w[..d].iter().zip(z).map(|(a, b)| a * b).sum::<f32>() + w[d]
@@ -373,8 +406,13 @@ pub fn fit_with(
 ) -> HeadFile {
     let (mut mean, mut std) = standardiser(xs);
     let d = mean.len();
-    let n_feat = super::head::FEATURES.len().min(d);
-    let offset = (cfg.prior && d >= n_feat && n_feat == super::head::FEATURES.len())
+    let n_feat = if cfg.legacy {
+        LEGACY_FEATURES
+    } else {
+        super::head::FEATURES.len()
+    }
+    .min(d);
+    let offset = (cfg.prior && !cfg.legacy && n_feat == super::head::FEATURES.len())
         .then_some(d - n_feat + super::head::PRIOR_FEATURE);
     if let Some(k) = offset {
         // The prior enters as is, never as a learned input.
@@ -481,5 +519,48 @@ mod tests {
         let scores: Vec<f64> = xs.iter().map(|x| a.predict(x).0 as f64).collect();
         assert!(auc(&scores, &hard) > 0.99);
         assert_eq!(a.predict(&[9.0, 1.0]).1, 9);
+    }
+
+    #[test]
+    fn balance_weights_equalise_labels_and_sources() {
+        let hard = [true, true, true, false];
+        let src = ["a", "a", "b", "c"];
+        let w = balance_weights(&hard, &src, Balance::Class);
+        let total = |label: bool| -> f32 {
+            (0..4).filter(|&i| hard[i] == label).map(|i| w[i]).sum()
+        };
+        assert!((total(true) - total(false)).abs() < 1e-5, "{w:?}");
+        let w = balance_weights(&hard, &src, Balance::Source);
+        assert!((w[0] - w[1]).abs() < 1e-6 && (w[0] * 2.0 - w[2]).abs() < 1e-5, "{w:?}");
+        assert!((w.iter().sum::<f32>() - 4.0).abs() < 1e-4, "mean 1");
+        assert_eq!(balance_weights(&hard, &src, Balance::None), vec![1.0; 4]);
+    }
+
+    #[test]
+    fn the_prior_enters_as_an_offset_and_is_not_learned() {
+        use crate::classifier::head::{FEATURES, PRIOR_FEATURE};
+        let d = FEATURES.len();
+        // One informative feature; the prior column pushes everything up by 2.
+        let xs: Vec<Vec<f32>> = (0..200)
+            .map(|i| {
+                let mut x = vec![0f32; d];
+                x[0] = (i % 2) as f32;
+                x[PRIOR_FEATURE] = 2.0;
+                x
+            })
+            .collect();
+        let hard: Vec<bool> = (0..200).map(|i| i % 2 == 1).collect();
+        let src = vec!["s"; 200];
+        let cfg = TrainConfig::default();
+        let h = fit_with(&xs, &hard, &[0; 200], &src, &cfg, 1, &["features"], false);
+        assert_eq!(h.offset, Some(PRIOR_FEATURE));
+        assert_eq!(h.hard_w[PRIOR_FEATURE], 0.0);
+        // The intercept learned to cancel the offset: the fit is still calibrated.
+        let (p0, _) = h.predict(&xs[0]);
+        let (p1, _) = h.predict(&xs[1]);
+        assert!(p0 < 0.5 && p1 > 0.5, "{p0} {p1}");
+        let mut shifted = xs[0].clone();
+        shifted[PRIOR_FEATURE] = 8.0;
+        assert!(h.predict(&shifted).0 > p0, "a larger prior raises P(hard)");
     }
 }

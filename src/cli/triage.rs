@@ -4,7 +4,7 @@ use crate::classifier::eval::{data_report, outcomes_report, random_scores};
 use crate::classifier::features::FeatureTriage;
 use crate::classifier::model::ModelTriage;
 use crate::classifier::head::HeadsFile;
-use crate::classifier::train::{fit_with, read_jsonl, Example, TrainConfig};
+use crate::classifier::train::{fit_with, read_jsonl, Example, TrainConfig, LEGACY_FEATURES};
 use crate::classifier::{Triage, TriageResult};
 use crate::config::CATEGORIES;
 use crate::state::{models_dir, AppState, StateOptions};
@@ -158,9 +158,14 @@ fn fit_heads(
     let hard = pick(&inp.hard, idx);
     let cats = pick(&inp.cats, idx);
     let sources: Vec<&str> = idx.iter().map(|&i| inp.sources[i].as_str()).collect();
+    // Legacy: drop the task features (and prior) at the end of each input.
+    let cut = |x: &Vec<f32>| {
+        let drop = crate::classifier::head::FEATURES.len() - LEGACY_FEATURES;
+        x[..x.len() - if cfg.legacy { drop } else { 0 }].to_vec()
+    };
     let fit = |xs: &[Vec<f32>], blocks: &[&str]| {
         fit_with(
-            &pick(xs, idx),
+            &idx.iter().map(|&i| cut(&xs[i])).collect::<Vec<_>>(),
             &hard,
             &cats,
             &sources,
@@ -278,6 +283,18 @@ pub fn eval_loso(paths: &[PathBuf], json: bool) -> Result<(), String> {
         .iter()
         .map(|e| FeatureTriage.triage(&e.messages).score)
         .collect();
+    if let Some(path) = std::env::var_os("SLMGATE_LOSO_DUMP") {
+        // Per-prompt held-out scores, for looking at what a fold got wrong.
+        let lines: String = (0..n)
+            .map(|i| {
+                serde_json::json!({"id": ex[i].raw.get("id"), "source": inp.sources[i], "hard": inp.hard[i],
+                    "fast": fast[i], "full": full[i], "length": length[i], "features": features[i]})
+                    .to_string()
+                    + "\n"
+            })
+            .collect();
+        std::fs::write(&path, lines).map_err(|e| format!("SLMGATE_LOSO_DUMP: {e}"))?;
+    }
     let mut report = loso::report(&cascade, &length, &features, &inp.hard, &inp.sources);
     report["variants"] = serde_json::json!({
         "fast_head": {"loso_auc": crate::classifier::train::auc(&fast, &inp.hard)},
