@@ -319,7 +319,9 @@ pub async fn command(
                 let auc = r["auc"]
                     .as_f64()
                     .map_or_else(|| "-".to_string(), |a| format!("{a:.3}"));
-                println!("{s:<32} {:>5} {:>8} {auc:>7}", r["n"], r["correct"]);
+                let n = r["n"].as_u64().unwrap_or(0);
+                let correct = r["correct"].as_u64().unwrap_or(0);
+                println!("{s:<32} {n:>5} {correct:>8} {auc:>7}");
             }
         }
         println!(

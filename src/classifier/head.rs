@@ -78,6 +78,17 @@ pub struct HeadFile {
     /// not learned): the hand-set task prior.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<usize>,
+    /// What the offset input is multiplied by.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub offset_scale: f32,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+fn is_one(v: &f32) -> bool {
+    *v == 1.0
 }
 
 /// Cheap features of a conversation; `user_tokens` from the encoder's tokenizer.
@@ -126,7 +137,7 @@ impl HeadFile {
     pub fn predict(&self, x: &[f32]) -> (f32, usize) {
         let z = self.standardise(x);
         let dot = |w: &[f32]| w.iter().zip(&z).map(|(a, b)| a * b).sum::<f32>();
-        let offset = self.offset.and_then(|k| x.get(k)).copied().unwrap_or(0.0);
+        let offset = self.offset.and_then(|k| x.get(k)).copied().unwrap_or(0.0) * self.offset_scale;
         let p = sigmoid(dot(&self.hard_w) + self.hard_b + offset);
         let cat = self
             .cat_w

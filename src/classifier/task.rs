@@ -143,10 +143,9 @@ const MULTIHOP: &[&str] = &[
     "in common",
     "the relationship of",
     "relationship",
+    "relation",
     "related to",
     "older",
-    "earlier",
-    "first",
 ];
 const APPLY: &[&str] = &[
     "background",
@@ -220,11 +219,46 @@ const LONG_OBJECT: &[&str] = &[
     "syllabus",
     "proposal",
     "plan",
-    "outline",
 ];
 const PRODUCE: &[&str] = &[
-    "write", "compose", "create", "draft", "generate", "produce", "prepare",
+    "write", "compose", "create", "draft", "generate", "produce", "prepare", "provide", "make",
+    "build", "develop",
 ];
+/// Programming vocabulary: with a request to produce something, a code task.
+const TECH: &[&str] = &[
+    "python",
+    "javascript",
+    "typescript",
+    "java",
+    "rust",
+    "golang",
+    "sql",
+    "script",
+    "app",
+    "api",
+    "function",
+    "class",
+    "code",
+    "program",
+    "server",
+    "database",
+    "framework",
+    "library",
+    "query",
+    "html",
+    "css",
+    "react",
+    "docker",
+    "linux",
+    "bash",
+    "shell",
+    "json",
+    "compile",
+    "bug",
+    "ui",
+    "website",
+];
+const HOW_TO: &[&str] = &["how can i", "how do i", "how to", "show me how", "can you show me"];
 const CONSTRAINTS: &[&str] = &[
     "must",
     "exactly",
@@ -434,11 +468,14 @@ pub fn cues(text: &str) -> TaskCues {
         .filter(|l| words(l).first().is_some_and(|w| QUANT.contains(w)))
         .count();
     let math_ask = count(&s, MATH_ASK).min(3.0);
+    // Lines that end like code (`{`, `}`, `;`), not one list that ends in `;`.
     let code_lines = text
         .split('\n')
         .rev()
         .skip(1)
-        .any(|l| l.trim_end().ends_with(['{', '}', ';']));
+        .filter(|l| l.trim_end().ends_with(['{', '}', ';']))
+        .count()
+        >= 2;
     let produce = count(&s, PRODUCE) > 0.0;
     let compare_q = lower
         .split('\n')
@@ -450,7 +487,9 @@ pub fn cues(text: &str) -> TaskCues {
         logic: quant_lines.min(6) as f32 / 3.0 + count(&s, LOGIC),
         math_steps: numbers(text).min(6) as f32 / 3.0 * math_ask / 3.0,
         latex: (text.matches('$').count() + text.matches('\\').count()).min(6) as f32 / 3.0,
-        code_task: count(&s, CODE) + (text.contains("```") || code_lines) as u8 as f32,
+        code_task: count(&s, CODE)
+            + (text.contains("```") || code_lines) as u8 as f32
+            + ((produce || count(&s, HOW_TO) > 0.0) && count(&s, TECH) > 0.0) as u8 as f32,
         multihop: count(&s, MULTIHOP),
         apply: count(&s, APPLY) / 3.0,
         essay: count(&s, ESSAY),
@@ -487,7 +526,13 @@ impl TaskCues {
         z += 0.8 * f.essay.min(3.0) + 1.0 * f.long_write.min(2.0);
         z += 0.4 * f.constraints.min(5.0);
         z += 1.0 * f.puzzle.min(3.0);
-        z -= 0.7 * f.transform.min(4.0) * f.given_long;
+        // Transforming a given text is simple, unless the ask is to produce
+        // code or a long piece (then the long text is the brief, not the input).
+        // Nor when the question compares or reasons over the given text (applying
+        // a stated rule to a new situation, formal logic).
+        if f.code_task + f.long_write + f.compare_q + f.logic == 0.0 {
+            z -= 0.7 * f.transform.min(4.0) * f.given_long;
+        }
         if demanding == 0.0 {
             z -= 0.8 * f.short_q;
         }

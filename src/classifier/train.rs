@@ -250,6 +250,8 @@ pub struct TrainConfig {
     pub balance: Balance,
     /// Add the hand-set task prior to the logit (an offset, not learned).
     pub prior: bool,
+    /// ... multiplied by this.
+    pub prior_scale: f32,
     pub epochs: usize,
     /// The fast head's `P(hard)` band inside which the full head decides.
     pub band: [f32; 2],
@@ -268,6 +270,7 @@ impl Default for TrainConfig {
             emb_l2: 1.0,
             balance: Balance::Class,
             prior: true,
+            prior_scale: 1.0,
             epochs: EPOCHS,
             band: [0.1, 0.9],
             legacy: false,
@@ -430,9 +433,26 @@ pub fn fit_with(
         epochs: cfg.epochs,
         weights: balance_weights(hard, sources, cfg.balance),
         l2,
-        offsets: offset.map_or_else(Vec::new, |k| xs.iter().map(|x| x[k]).collect()),
+        offsets: offset.map_or_else(Vec::new, |k| {
+            xs.iter().map(|x| x[k] * cfg.prior_scale).collect()
+        }),
     };
-    finish(xs.len(), mean, std, &zs, &ys, cats, &fitting, cfg.l2, offset, seed, inputs, categories)
+    let mut head = finish(
+        xs.len(),
+        mean,
+        std,
+        &zs,
+        &ys,
+        cats,
+        &fitting,
+        cfg.l2,
+        offset,
+        seed,
+        inputs,
+        categories,
+    );
+    head.offset_scale = cfg.prior_scale;
+    head
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -486,6 +506,7 @@ fn finish(
         cat_w,
         cat_b,
         offset,
+        offset_scale: 1.0,
     }
 }
 
