@@ -19,6 +19,8 @@ pub const EPOCHS: usize = 30;
 const BATCH: usize = 64;
 const LR: f32 = 0.01;
 const L2_GRID: &[f32] = &[1e-4, 1e-3, 1e-2, 3e-2];
+/// L2 of the category softmax (what 5-fold CV picked for the head before LOSO).
+const CATEGORY_L2: f32 = 1e-2;
 
 /// One labelled record (`prompt` or `messages`; `label` simple|hard; optional `category`).
 #[derive(Debug, Clone)]
@@ -477,10 +479,12 @@ fn finish(
     let mut hw = fit_linear(zs, ys, 1, fitting, seed).remove(0);
     let hard_b = hw.pop().unwrap_or(0.0);
     let (cat_w, cat_b): (Vec<Vec<f32>>, Vec<f32>) = if categories {
+        // The category softmax keeps its own, light L2: routing policies read
+        // the category, and LOSO selects only the P(hard) choices.
         let plain = Fitting {
             epochs: fitting.epochs,
             weights: Vec::new(),
-            l2: fitting.l2.clone(),
+            l2: vec![CATEGORY_L2; fitting.l2.len()],
             offsets: Vec::new(),
         };
         fit_linear(zs, cats, CATEGORIES.len(), &plain, seed)
