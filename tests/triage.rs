@@ -111,7 +111,11 @@ fn eval_loso_json_contract() {
     ]);
     assert!(ok, "{err}");
     let v: Value = serde_json::from_str(out.trim()).unwrap();
-    for k in [&v["loso_auc"], &v["baselines"]["length"]["loso_auc"], &v["baselines"]["features"]["loso_auc"]] {
+    for k in [
+        &v["loso_auc"],
+        &v["baselines"]["length"]["loso_auc"],
+        &v["baselines"]["features"]["loso_auc"],
+    ] {
         let x = k.as_f64().unwrap_or(-1.0);
         assert!((0.0..=1.0).contains(&x), "{v}");
     }
@@ -120,7 +124,13 @@ fn eval_loso_json_contract() {
     // A mixed source reports AUCs; a one-label source its mean and right share.
     for (src, r) in by {
         let keys: &[&str] = if r["auc"].is_null() {
-            &["n", "mean_score", "right_share", "length_right_share", "features_right_share"]
+            &[
+                "n",
+                "mean_score",
+                "right_share",
+                "length_right_share",
+                "features_right_share",
+            ]
         } else {
             &["n", "auc", "length_auc", "features_auc"]
         };

@@ -314,7 +314,10 @@ pub async fn command(
     if let Some(h) = v.get("success_head") {
         if let Some(a) = h["loso_auc"].as_f64() {
             println!("success head, leave-one-source-out: pooled AUC {a:.3}");
-            println!("{:<32} {:>5} {:>8} {:>7}", "held-out source", "n", "correct", "AUC");
+            println!(
+                "{:<32} {:>5} {:>8} {:>7}",
+                "held-out source", "n", "correct", "AUC"
+            );
             for (s, r) in h["loso_by_source"].as_object().into_iter().flatten() {
                 let auc = r["auc"]
                     .as_f64()

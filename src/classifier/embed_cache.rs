@@ -101,7 +101,8 @@ impl EmbedCache {
         let mut buf = Vec::with_capacity(self.fresh.len() * REC);
         for (k, v) in self.fresh.drain(..) {
             buf.extend_from_slice(&k);
-            v.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes()));
+            v.iter()
+                .for_each(|x| buf.extend_from_slice(&x.to_le_bytes()));
         }
         std::fs::OpenOptions::new()
             .create(true)

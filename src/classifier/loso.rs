@@ -105,9 +105,7 @@ pub fn loso_scores(
 ) -> Vec<f64> {
     let mut out = vec![f64::NAN; sources.len()];
     for (name, test) in folds(sources) {
-        let train: Vec<usize> = (0..sources.len())
-            .filter(|i| sources[*i] != name)
-            .collect();
+        let train: Vec<usize> = (0..sources.len()).filter(|i| sources[*i] != name).collect();
         let s = fit_score(&name, &train, &test);
         for (&i, v) in test.iter().zip(s) {
             out[i] = v;

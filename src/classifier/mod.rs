@@ -1,8 +1,8 @@
 //! Triage: scores a request's complexity (`score = P(hard)` in [0,1]) and
 //! names its category. The policy routes on both.
 
-pub mod encoder;
 pub mod embed_cache;
+pub mod encoder;
 pub mod eval;
 pub mod features;
 pub mod head;

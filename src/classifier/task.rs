@@ -258,7 +258,13 @@ const TECH: &[&str] = &[
     "ui",
     "website",
 ];
-const HOW_TO: &[&str] = &["how can i", "how do i", "how to", "show me how", "can you show me"];
+const HOW_TO: &[&str] = &[
+    "how can i",
+    "how do i",
+    "how to",
+    "show me how",
+    "can you show me",
+];
 const CONSTRAINTS: &[&str] = &[
     "must",
     "exactly",
@@ -597,13 +603,23 @@ mod tests {
                      purrs.\n\nIs the following conclusion true, false, or uncertain?\nConclusion: Tom is a fish.";
         let lookup = "who sang the song hey jude";
         let puzzle = "Count the letters r in strawberry and sort these words alphabetically: pear, fig, apple.";
-        let essay = "What if the moon disappeared? Explain the consequences for life on Earth in detail.";
-        let summary = format!("Summarize the following article:\n\n{}", "The council met on Monday. ".repeat(40));
-        let words_math = "Tom has 12 apples and gives 3 to each of his 2 friends. How many apples are left?";
+        let essay =
+            "What if the moon disappeared? Explain the consequences for life on Earth in detail.";
+        let summary = format!(
+            "Summarize the following article:\n\n{}",
+            "The council met on Monday. ".repeat(40)
+        );
+        let words_math =
+            "Tom has 12 apples and gives 3 to each of his 2 friends. How many apples are left?";
         for hard in [logic, puzzle, essay, words_math] {
             assert!(p(hard) > 0.5, "{hard}: {}", p(hard));
         }
-        for simple in [lookup, summary.as_str(), "hi, how are you?", "Write a haiku about rain"] {
+        for simple in [
+            lookup,
+            summary.as_str(),
+            "hi, how are you?",
+            "Write a haiku about rain",
+        ] {
             assert!(p(simple) < 0.0, "{simple}: {}", p(simple));
         }
         assert!(p(logic) > p(lookup) + 3.0);

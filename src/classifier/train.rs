@@ -120,13 +120,7 @@ impl Adam {
 /// `sw`: per-example weights (mean 1); `l2`: per-dimension L2 strength;
 /// `off`: per-example logit offsets (k = 1 only). Returns weights as
 /// k × (d + 1), bias last.
-fn fit_linear(
-    xs: &[Vec<f32>],
-    ys: &[usize],
-    k: usize,
-    fit: &Fitting,
-    seed: u64,
-) -> Vec<Vec<f32>> {
+fn fit_linear(xs: &[Vec<f32>], ys: &[usize], k: usize, fit: &Fitting, seed: u64) -> Vec<Vec<f32>> {
     let d = xs.first().map_or(0, Vec::len);
     let mut w = vec![vec![0f32; d + 1]; k];
     let mut opt: Vec<Adam> = (0..k).map(|_| Adam::new(d + 1)).collect();
@@ -356,7 +350,20 @@ pub fn fit(xs: &[Vec<f32>], hard: &[bool], cats: &[usize], seed: u64, inputs: &[
     }
     let all: Vec<usize> = (0..zs.len()).collect();
     let fitting = plain(best.1, &all);
-    finish(xs.len(), mean, std, &zs, &ys, cats, &fitting, best.1, None, seed, inputs, true)
+    finish(
+        xs.len(),
+        mean,
+        std,
+        &zs,
+        &ys,
+        cats,
+        &fitting,
+        best.1,
+        None,
+        seed,
+        inputs,
+        true,
+    )
 }
 
 /// Fit one head with a given L2, unweighted, no prior (no inner CV).
@@ -377,7 +384,20 @@ pub fn fit_l2(
         l2: vec![l2; mean.len()],
         offsets: Vec::new(),
     };
-    finish(xs.len(), mean, std, &zs, &ys, cats, &fitting, l2, None, seed, inputs, true)
+    finish(
+        xs.len(),
+        mean,
+        std,
+        &zs,
+        &ys,
+        cats,
+        &fitting,
+        l2,
+        None,
+        seed,
+        inputs,
+        true,
+    )
 }
 
 /// The L2 grid the heads are selected over.
@@ -555,12 +575,14 @@ mod tests {
         let hard = [true, true, true, false];
         let src = ["a", "a", "b", "c"];
         let w = balance_weights(&hard, &src, Balance::Class);
-        let total = |label: bool| -> f32 {
-            (0..4).filter(|&i| hard[i] == label).map(|i| w[i]).sum()
-        };
+        let total =
+            |label: bool| -> f32 { (0..4).filter(|&i| hard[i] == label).map(|i| w[i]).sum() };
         assert!((total(true) - total(false)).abs() < 1e-5, "{w:?}");
         let w = balance_weights(&hard, &src, Balance::Source);
-        assert!((w[0] - w[1]).abs() < 1e-6 && (w[0] * 2.0 - w[2]).abs() < 1e-5, "{w:?}");
+        assert!(
+            (w[0] - w[1]).abs() < 1e-6 && (w[0] * 2.0 - w[2]).abs() < 1e-5,
+            "{w:?}"
+        );
         assert!((w.iter().sum::<f32>() - 4.0).abs() < 1e-4, "mean 1");
         assert_eq!(balance_weights(&hard, &src, Balance::None), vec![1.0; 4]);
     }
@@ -580,7 +602,12 @@ mod tests {
             .collect();
         let hard: Vec<bool> = (0..200).map(|i| i % 2 == 1).collect();
         let src = vec!["s"; 200];
-        let cfg = TrainConfig::default();
+        // Enough steps for the intercept to travel to -3 (the scaled prior).
+        let cfg = TrainConfig {
+            epochs: 400,
+            l2: 1e-3,
+            ..TrainConfig::default()
+        };
         let h = fit_with(&xs, &hard, &[0; 200], &src, &cfg, 1, &["features"], false);
         assert_eq!(h.offset, Some(PRIOR_FEATURE));
         assert_eq!(h.hard_w[PRIOR_FEATURE], 0.0);

@@ -2,8 +2,8 @@
 
 use crate::classifier::eval::{data_report, outcomes_report, random_scores};
 use crate::classifier::features::FeatureTriage;
-use crate::classifier::model::ModelTriage;
 use crate::classifier::head::HeadsFile;
+use crate::classifier::model::ModelTriage;
 use crate::classifier::train::{fit_with, read_jsonl, Example, TrainConfig, LEGACY_FEATURES};
 use crate::classifier::{Triage, TriageResult};
 use crate::config::CATEGORIES;
@@ -236,7 +236,10 @@ pub fn eval_loso(paths: &[PathBuf], json: bool) -> Result<(), String> {
     for p in paths {
         ex.extend(read_jsonl(p)?);
     }
-    if let Some(i) = ex.iter().position(|e| e.hard.is_none() || e.source.is_none()) {
+    if let Some(i) = ex
+        .iter()
+        .position(|e| e.hard.is_none() || e.source.is_none())
+    {
         return Err(format!(
             "record {} has no `label` (simple|hard) or no `source`; --loso needs both",
             i + 1
@@ -476,10 +479,18 @@ fn print_loso_table(v: &Value) {
         f(&v["variants"]["full_head"]["loso_auc"]),
         100.0 * f(&v["full_encoder_share"])
     );
-    println!("\nAUC where a source has both labels; else mean score / share on the right side of 0.5.");
+    println!(
+        "\nAUC where a source has both labels; else mean score / share on the right side of 0.5."
+    );
     println!("| held-out source | n | label | ours | length | features | above both |\n|---|---:|---|---:|---:|---:|:-:|");
     let cell = |r: &Value, p: &str| {
-        let k = |s: &str| if p.is_empty() { s.to_string() } else { format!("{p}_{s}") };
+        let k = |s: &str| {
+            if p.is_empty() {
+                s.to_string()
+            } else {
+                format!("{p}_{s}")
+            }
+        };
         match r[k("auc")].as_f64() {
             Some(a) => format!("{a:.3}"),
             None => format!(
@@ -492,13 +503,23 @@ fn print_loso_table(v: &Value) {
     for (s, r) in v["by_source"].as_object().into_iter().flatten() {
         let n = r["n"].as_u64().unwrap_or(0);
         let h = r["hard"].as_u64().unwrap_or(0);
-        let label = if h == 0 { "simple" } else if h == n { "hard" } else { "both" };
+        let label = if h == 0 {
+            "simple"
+        } else if h == n {
+            "hard"
+        } else {
+            "both"
+        };
         println!(
             "| {s} | {n} | {label} | {} | {} | {} | {} |",
             cell(r, ""),
             cell(r, "length"),
             cell(r, "features"),
-            if r["beats_both"].as_bool() == Some(true) { "yes" } else { "no" }
+            if r["beats_both"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            }
         );
     }
 }
