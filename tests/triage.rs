@@ -155,9 +155,15 @@ fn eval_outcomes_json_contract() {
     for src in ["routellm-mmlu", "routellm-gsm8k", "routellm-mt-bench"] {
         let r = &v[src];
         assert_eq!(r["n"], 40, "{src}: {v}");
-        for k in ["apgr", "cpt50", "cpt80", "random_apgr"] {
+        for k in ["cpt50", "cpt80"] {
             let x = r[k].as_f64().unwrap_or(-1.0);
             assert!((0.0..=1.0).contains(&x), "{src}.{k} = {x}");
+        }
+        // PGR is gain / (strong - weak) over the whole set: where the weak model
+        // wins some prompts and the total gap is small (40 MT-bench prompts),
+        // the area can exceed 1. It must still be a number.
+        for k in ["apgr", "random_apgr"] {
+            assert!(r[k].as_f64().is_some_and(f64::is_finite), "{src}.{k}: {r}");
         }
     }
 }
