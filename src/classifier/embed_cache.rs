@@ -58,7 +58,7 @@ impl EmbedCache {
                 .collect();
             map.insert(k, v);
         }
-        if bytes.len() % REC != 0 {
+        if !bytes.len().is_multiple_of(REC) {
             // A torn tail from an interrupted run: rewrite whole records only.
             let _ = std::fs::write(&path, &bytes[..bytes.len() - bytes.len() % REC]);
         }

@@ -423,6 +423,7 @@ fn standardise_all(xs: &[Vec<f32>], mean: &[f32], std: &[f32]) -> Vec<Vec<f32>> 
 
 /// Fit one triage head with `cfg`. `sources` feeds source balancing;
 /// `categories`: also fit the category softmax (not needed to score folds).
+#[allow(clippy::too_many_arguments)]
 pub fn fit_with(
     xs: &[Vec<f32>],
     hard: &[bool],

@@ -120,6 +120,8 @@ impl BudgetLayer {
         }))
     }
 
+    // The Err is the response itself, built once and sent as is (no boxing on the hot path).
+    #[allow(clippy::result_large_err)]
     fn exhausted(
         &self,
         c: &Caller,

@@ -46,6 +46,8 @@ impl LimitsLayer {
 
     /// A 429 for `limit`, unless the store could not answer and the policy
     /// admits then.
+    // The Err is the response itself, built once and sent as is (no boxing on the hot path).
+    #[allow(clippy::result_large_err)]
     fn check(
         &self,
         c: &Caller,
