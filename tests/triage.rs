@@ -97,6 +97,56 @@ fn eval_data_json_contract_and_quality() {
 }
 
 #[test]
+fn eval_loso_json_contract() {
+    // Two files, as for train + dev; every source held out once.
+    let (a, b) = (subset("train.jsonl", 6), subset("dev.jsonl", 3));
+    let (ok, out, err) = slmgate(&[
+        "eval",
+        "--loso",
+        "--data",
+        a.path().to_str().unwrap(),
+        "--data",
+        b.path().to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    for k in [
+        &v["loso_auc"],
+        &v["baselines"]["length"]["loso_auc"],
+        &v["baselines"]["features"]["loso_auc"],
+    ] {
+        let x = k.as_f64().unwrap_or(-1.0);
+        assert!((0.0..=1.0).contains(&x), "{v}");
+    }
+    let by = v["by_source"].as_object().unwrap();
+    assert!(by.len() >= 20, "{v}");
+    // A mixed source reports AUCs; a one-label source its mean and right share.
+    for (src, r) in by {
+        let keys: &[&str] = if r["auc"].is_null() {
+            &[
+                "n",
+                "mean_score",
+                "right_share",
+                "length_right_share",
+                "features_right_share",
+            ]
+        } else {
+            &["n", "auc", "length_auc", "features_auc"]
+        };
+        for k in keys {
+            assert!(r[*k].is_number(), "{src}.{k}: {r}");
+        }
+    }
+    assert!(by["gsm8k"]["auc"].is_null(), "gsm8k is all hard");
+    // Without a source field there is nothing to hold out.
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), "{\"prompt\": \"hi\", \"label\": \"simple\"}\n").unwrap();
+    let (ok, _, err) = slmgate(&["eval", "--loso", "--data", f.path().to_str().unwrap()]);
+    assert!(!ok && err.contains("source"), "{err}");
+}
+
+#[test]
 fn eval_outcomes_json_contract() {
     let f = subset("routellm_outcomes.jsonl", 40);
     let (ok, out, err) = slmgate(&["eval", "--outcomes", f.path().to_str().unwrap(), "--json"]);
@@ -105,9 +155,15 @@ fn eval_outcomes_json_contract() {
     for src in ["routellm-mmlu", "routellm-gsm8k", "routellm-mt-bench"] {
         let r = &v[src];
         assert_eq!(r["n"], 40, "{src}: {v}");
-        for k in ["apgr", "cpt50", "cpt80", "random_apgr"] {
+        for k in ["cpt50", "cpt80"] {
             let x = r[k].as_f64().unwrap_or(-1.0);
             assert!((0.0..=1.0).contains(&x), "{src}.{k} = {x}");
+        }
+        // PGR is gain / (strong - weak) over the whole set: where the weak model
+        // wins some prompts and the total gap is small (40 MT-bench prompts),
+        // the area can exceed 1. It must still be a number.
+        for k in ["apgr", "random_apgr"] {
+            assert!(r[k].as_f64().is_some_and(f64::is_finite), "{src}.{k}: {r}");
         }
     }
 }

@@ -277,6 +277,7 @@ pub async fn command(
         v["success_head"] = json!({
             "path": path.display().to_string(),
             "n": head.n, "base_rate": head.base_rate, "cv_auc": head.cv_auc,
+            "loso_auc": head.loso_auc, "loso_by_source": head.loso_by_source,
             "curve": head.curve,
             "target_accuracy": target_accuracy,
             "threshold": pick.map(|p| p.threshold),
@@ -311,6 +312,21 @@ pub async fn command(
         );
     }
     if let Some(h) = v.get("success_head") {
+        if let Some(a) = h["loso_auc"].as_f64() {
+            println!("success head, leave-one-source-out: pooled AUC {a:.3}");
+            println!(
+                "{:<32} {:>5} {:>8} {:>7}",
+                "held-out source", "n", "correct", "AUC"
+            );
+            for (s, r) in h["loso_by_source"].as_object().into_iter().flatten() {
+                let auc = r["auc"]
+                    .as_f64()
+                    .map_or_else(|| "-".to_string(), |a| format!("{a:.3}"));
+                let n = r["n"].as_u64().unwrap_or(0);
+                let correct = r["correct"].as_u64().unwrap_or(0);
+                println!("{s:<32} {n:>5} {correct:>8} {auc:>7}");
+            }
+        }
         println!(
             "success head: out-of-fold AUC {:.3}, base rate {:.3}; written to {}",
             h["cv_auc"].as_f64().unwrap_or(0.0),

@@ -9,7 +9,7 @@ use super::Outcome;
 use crate::api::openai::ChatMessage;
 use crate::classifier::encoder::Encoder;
 use crate::classifier::model::fast_input;
-use crate::classifier::train::{auc, fit};
+use crate::classifier::train::{auc, fit, fit_l2, l2_grid};
 use crate::config::CATEGORIES;
 use std::collections::BTreeMap;
 
@@ -88,6 +88,48 @@ pub fn train(
         })
         .collect();
     let inputs = ["static", "features"];
+    let sources: Vec<String> = rows.iter().map(|(r, _)| r.source.clone()).collect();
+    // Leave-one-source-out picks the L2 strength (a source the head never saw
+    // is what a new deployment looks like), when there are >= 3 sources.
+    let n_sources = crate::classifier::loso::folds(&sources).len();
+    let loso_for = |l2: f32| {
+        crate::classifier::loso::loso_scores(&sources, |_, tr, te| {
+            let pick = |v: &[usize]| -> (Vec<Vec<f32>>, Vec<bool>, Vec<usize>) {
+                (
+                    v.iter().map(|&i| xs[i].clone()).collect(),
+                    v.iter().map(|&i| ys[i]).collect(),
+                    v.iter().map(|&i| cats[i]).collect(),
+                )
+            };
+            let (xt, yt, ct) = pick(tr);
+            let head = fit_l2(&xt, &yt, &ct, seed, &inputs, l2);
+            te.iter().map(|&i| head.predict(&xs[i]).0 as f64).collect()
+        })
+    };
+    let (l2, loso) = if n_sources >= 3 {
+        let mut best: Option<(f64, f32, Vec<f64>)> = None;
+        for &l2 in l2_grid() {
+            let s = loso_for(l2);
+            let a = auc(&s, &ys);
+            tracing::info!(l2, loso_auc = a, "success head: leave-one-source-out");
+            if best.as_ref().is_none_or(|b| a > b.0) {
+                best = Some((a, l2, s));
+            }
+        }
+        match best {
+            Some((_, l2, s)) => (l2, Some(s)),
+            None => (l2_grid()[0], None),
+        }
+    } else {
+        (0.0, None)
+    };
+    let fit_one = |xt: &[Vec<f32>], yt: &[bool], ct: &[usize]| {
+        if loso.is_some() {
+            fit_l2(xt, yt, ct, seed, &inputs, l2)
+        } else {
+            fit(xt, yt, ct, seed, &inputs)
+        }
+    };
     let folds = 5;
     let mut oof = vec![0f64; rows.len()];
     for f in 0..folds {
@@ -95,21 +137,44 @@ pub fn train(
         let xt: Vec<Vec<f32>> = tr.iter().map(|&i| xs[i].clone()).collect();
         let yt: Vec<bool> = tr.iter().map(|&i| ys[i]).collect();
         let ct: Vec<usize> = tr.iter().map(|&i| cats[i]).collect();
-        let head = fit(&xt, &yt, &ct, seed, &inputs);
+        let head = fit_one(&xt, &yt, &ct);
         for i in (0..rows.len()).filter(|i| i % folds == f) {
             oof[i] = head.predict(&xs[i]).0 as f64;
         }
     }
     let scored: Vec<(f64, bool)> = oof.iter().copied().zip(ys.iter().copied()).collect();
+    let loso_by_source = loso.as_ref().map(|s| loso_table(s, &ys, &sources));
     Ok(SuccessHead {
         version: 1,
         target: target.to_string(),
         n: rows.len(),
         base_rate: pos as f64 / rows.len() as f64,
         cv_auc: auc(&oof, &ys),
+        loso_auc: loso.as_ref().map(|s| auc(s, &ys)),
+        loso_by_source,
         curve: curve(&scored),
-        head: fit(&xs, &ys, &cats, seed, &inputs),
+        head: fit_one(&xs, &ys, &cats),
     })
+}
+
+/// Per held-out source: n, correct, and the AUC (or the mean score when all
+/// outcomes of the source are the same).
+pub fn loso_table(scores: &[f64], correct: &[bool], sources: &[String]) -> serde_json::Value {
+    use crate::classifier::loso::{folds, SourceScore};
+    let mut out = serde_json::Map::new();
+    for (name, idx) in folds(sources) {
+        let s: Vec<f64> = idx.iter().map(|&i| scores[i]).collect();
+        let c: Vec<bool> = idx.iter().map(|&i| correct[i]).collect();
+        let k = c.iter().filter(|&&x| x).count();
+        let v = match SourceScore::of(&s, &c) {
+            SourceScore::Auc(a) => serde_json::json!({"n": idx.len(), "correct": k, "auc": a}),
+            SourceScore::Single { mean, .. } => {
+                serde_json::json!({"n": idx.len(), "correct": k, "auc": null, "mean_score": mean})
+            }
+        };
+        out.insert(name, v);
+    }
+    serde_json::Value::Object(out)
 }
 
 #[cfg(test)]
@@ -132,6 +197,8 @@ mod tests {
             n: 100,
             base_rate: 0.5,
             cv_auc: 1.0,
+            loso_auc: None,
+            loso_by_source: None,
             curve: c,
             head: crate::classifier::train::fit(
                 &[vec![0.0], vec![1.0]],

@@ -18,7 +18,29 @@ pub const FEATURES: &[&str] = &[
     "constraints",
     "ln_lines",
     "questions",
+    // Task demands (`task::TASK_FEATURES`), then the task prior (an offset).
+    "logic",
+    "math_steps",
+    "latex",
+    "code_task",
+    "multihop",
+    "apply",
+    "essay",
+    "long_write",
+    "constraints",
+    "puzzle",
+    "transform",
+    "given_long",
+    "short_q",
+    "compare_q",
+    "one_liner",
+    "ln_ask",
+    "chat",
+    "task_prior",
 ];
+
+/// Position of `task_prior` within the features.
+pub const PRIOR_FEATURE: usize = 27;
 
 /// Two heads in a cascade: `fast` sees [static embedding, features] (~15-45 µs);
 /// only when its `P(hard)` falls inside `band` does `full` run, which adds the
@@ -31,6 +53,9 @@ pub struct HeadsFile {
     pub band: [f32; 2],
     pub fast: HeadFile,
     pub full: HeadFile,
+    /// The training choices (`slmgate train` reproduces the file from them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<super::train::TrainConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -49,13 +74,29 @@ pub struct HeadFile {
     /// categories × dims
     pub cat_w: Vec<Vec<f32>>,
     pub cat_b: Vec<f32>,
+    /// Index of an input added to the `P(hard)` logit as is (weight 1,
+    /// not learned): the hand-set task prior.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<usize>,
+    /// What the offset input is multiplied by.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub offset_scale: f32,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+fn is_one(v: &f32) -> bool {
+    *v == 1.0
 }
 
 /// Cheap features of a conversation; `user_tokens` from the encoder's tokenizer.
 pub fn cheap_features(messages: &[ChatMessage], user_tokens: usize) -> Vec<f32> {
     let f = features::features(messages);
     let text = super::last_user_text(messages);
-    vec![
+    let task = super::task::cues(text);
+    let mut v = vec![
         (1.0 + user_tokens as f32).ln(),
         (1.0 + messages.iter().map(|m| m.text.len()).sum::<usize>() as f32).ln(),
         f.turns.min(10) as f32,
@@ -68,7 +109,10 @@ pub fn cheap_features(messages: &[ChatMessage], user_tokens: usize) -> Vec<f32> 
         f.constraints.min(10) as f32,
         (1.0 + text.lines().count() as f32).ln(),
         text.matches('?').count().min(5) as f32,
-    ]
+    ];
+    v.extend(task.vector());
+    v.push(task.prior());
+    v
 }
 
 /// Round to a 1e-4 grid so tiny float differences between machines (thread
@@ -93,7 +137,8 @@ impl HeadFile {
     pub fn predict(&self, x: &[f32]) -> (f32, usize) {
         let z = self.standardise(x);
         let dot = |w: &[f32]| w.iter().zip(&z).map(|(a, b)| a * b).sum::<f32>();
-        let p = sigmoid(dot(&self.hard_w) + self.hard_b);
+        let offset = self.offset.and_then(|k| x.get(k)).copied().unwrap_or(0.0) * self.offset_scale;
+        let p = sigmoid(dot(&self.hard_w) + self.hard_b + offset);
         let cat = self
             .cat_w
             .iter()

@@ -1,13 +1,16 @@
 //! Triage: scores a request's complexity (`score = P(hard)` in [0,1]) and
 //! names its category. The policy routes on both.
 
+pub mod embed_cache;
 pub mod encoder;
 pub mod eval;
 pub mod features;
 pub mod head;
+pub mod loso;
 pub mod model;
 pub mod serve;
 pub mod success;
+pub mod task;
 pub mod train;
 pub mod wordpiece;
 

@@ -26,6 +26,14 @@ pub struct SuccessHead {
     pub base_rate: f64,
     /// Out-of-fold ROC AUC of `P(success)` against the outcomes.
     pub cv_auc: f64,
+    /// Leave-one-source-out: pooled ROC AUC of `P(success)` on sources the
+    /// head never saw (the figure the L2 strength is selected on).
+    #[serde(default)]
+    pub loso_auc: Option<f64>,
+    /// Per held-out source: `{n, correct, auc}` (`auc` null when the source's
+    /// outcomes are all one way; then `mean_score`).
+    #[serde(default)]
+    pub loso_by_source: Option<serde_json::Value>,
     pub curve: Vec<CurvePoint>,
     /// `hard_w`/`hard_b` here predict success.
     pub head: HeadFile,

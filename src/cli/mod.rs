@@ -51,14 +51,18 @@ enum Cmd {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
-    /// Evaluate triage on labelled prompts (--data) or RouteLLM outcomes (--outcomes).
+    /// Evaluate triage on labelled prompts (--data) or RouteLLM outcomes (--outcomes);
+    /// --loso: leave-one-source-out over the `source` field (--data may repeat).
     Eval {
         #[arg(long, required_unless_present = "outcomes")]
-        data: Option<PathBuf>,
+        data: Vec<PathBuf>,
         #[arg(long)]
         outcomes: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+        /// Train on all sources but one, score the one left out, for every source.
+        #[arg(long, requires = "data")]
+        loso: bool,
     },
     /// Run a backend over prompts with checkable answers; report accuracy per source
     /// against chance; optionally fit P(local succeeds) for routing (--head-out).
@@ -235,6 +239,7 @@ pub fn run() -> Result<(), String> {
             data,
             outcomes,
             json,
-        } => triage::eval(data, outcomes, json),
+            loso,
+        } => triage::eval(data, outcomes, json, loso),
     }
 }

@@ -2,8 +2,9 @@
 
 use crate::classifier::eval::{data_report, outcomes_report, random_scores};
 use crate::classifier::features::FeatureTriage;
+use crate::classifier::head::HeadsFile;
 use crate::classifier::model::ModelTriage;
-use crate::classifier::train::{fit, read_jsonl, Example};
+use crate::classifier::train::{fit_with, read_jsonl, Example, TrainConfig, LEGACY_FEATURES};
 use crate::classifier::{Triage, TriageResult};
 use crate::config::CATEGORIES;
 use crate::state::{models_dir, AppState, StateOptions};
@@ -93,60 +94,238 @@ pub async fn triage(policy: Option<PathBuf>, prompt: String, json: bool) -> Resu
     Ok(())
 }
 
-/// The uncertainty band of the fast head inside which the full head decides.
-pub const BAND: [f32; 2] = [0.1, 0.9];
+/// Fast and full inputs of every example (contextual embeddings through the file cache).
+pub struct Inputs {
+    pub fast: Vec<Vec<f32>>,
+    pub full: Vec<Vec<f32>>,
+    pub hard: Vec<bool>,
+    pub cats: Vec<usize>,
+    pub sources: Vec<String>,
+}
 
-pub fn train(data: &Path, out: &Path, seed: u64) -> Result<(), String> {
-    use crate::classifier::head::HeadsFile;
-    use crate::classifier::model::{fast_input, full_input};
-    let examples = read_jsonl(data)?;
+pub fn inputs(examples: &[Example]) -> Result<Inputs, String> {
+    use crate::classifier::embed_cache::{default_path, EmbedCache};
+    use crate::classifier::head::quantise;
+    use crate::classifier::model::fast_input;
     let encoder = crate::classifier::encoder::Encoder::load(&encoder_dir())?;
-    let (mut fast, mut full) = (Vec::new(), Vec::new());
-    let (mut hard, mut cats) = (Vec::new(), Vec::new());
+    let mut cache = EmbedCache::open(default_path());
+    let cached = cache.len();
     let n = examples.len();
+    let mut out = Inputs {
+        fast: Vec::with_capacity(n),
+        full: Vec::with_capacity(n),
+        hard: Vec::with_capacity(n),
+        cats: Vec::with_capacity(n),
+        sources: Vec::with_capacity(n),
+    };
     for (i, e) in examples.iter().enumerate() {
         progress("embedding", i + 1, n);
         let Some(h) = e.hard else {
-            return Err(format!("record {} has no label", i + 1));
+            return Err(format!("record {} has no label (simple|hard)", i + 1));
         };
         let c = e
             .category
             .as_deref()
             .and_then(|c| CATEGORIES.iter().position(|k| *k == c));
         let (x, ids) = fast_input(&encoder, &e.messages);
-        full.push(full_input(&encoder, &x, &ids)?);
-        fast.push(x);
-        hard.push(h);
-        cats.push(c.unwrap_or(0));
+        let mut full = cache.contextual_of(&encoder, &ids)?;
+        quantise(&mut full);
+        full.extend_from_slice(&x);
+        out.full.push(full);
+        out.fast.push(x);
+        out.hard.push(h);
+        out.cats.push(c.unwrap_or(0));
+        out.sources
+            .push(e.source.clone().unwrap_or_else(|| "unknown".into()));
     }
-    let heads = HeadsFile {
-        version: 2,
-        encoder: "all-MiniLM-L6-v2".into(),
-        seed,
-        band: BAND,
-        fast: fit(&fast, &hard, &cats, seed, &["static", "features"]),
-        full: fit(
-            &full,
+    cache.flush()?;
+    tracing::debug!(cached, now = cache.len(), "embedding cache");
+    Ok(out)
+}
+
+fn pick<T: Clone>(v: &[T], idx: &[usize]) -> Vec<T> {
+    idx.iter().map(|&i| v[i].clone()).collect()
+}
+
+/// Fit both heads of the cascade on `idx` of `inp`.
+fn fit_heads(
+    inp: &Inputs,
+    idx: &[usize],
+    cfg: &TrainConfig,
+    seed: u64,
+    categories: bool,
+) -> HeadsFile {
+    let hard = pick(&inp.hard, idx);
+    let cats = pick(&inp.cats, idx);
+    let sources: Vec<&str> = idx.iter().map(|&i| inp.sources[i].as_str()).collect();
+    // Legacy: drop the task features (and prior) at the end of each input.
+    let cut = |x: &Vec<f32>| {
+        let drop = crate::classifier::head::FEATURES.len() - LEGACY_FEATURES;
+        x[..x.len() - if cfg.legacy { drop } else { 0 }].to_vec()
+    };
+    let fit = |xs: &[Vec<f32>], blocks: &[&str]| {
+        fit_with(
+            &idx.iter().map(|&i| cut(&xs[i])).collect::<Vec<_>>(),
             &hard,
             &cats,
+            &sources,
+            cfg,
             seed,
-            &["contextual", "static", "features"],
-        ),
+            blocks,
+            categories,
+        )
     };
+    HeadsFile {
+        version: 3,
+        encoder: "all-MiniLM-L6-v2".into(),
+        seed,
+        band: cfg.band,
+        fast: fit(&inp.fast, &["static", "features"]),
+        full: fit(&inp.full, &["contextual", "static", "features"]),
+        train: Some(cfg.clone()),
+    }
+}
+
+pub fn train(data: &Path, out: &Path, seed: u64) -> Result<(), String> {
+    let examples = read_jsonl(data)?;
+    let inp = inputs(&examples)?;
+    let cfg = TrainConfig::from_env()?;
+    let all: Vec<usize> = (0..examples.len()).collect();
+    let heads = fit_heads(&inp, &all, &cfg, seed, true);
     let text = serde_json::to_string(&heads).map_err(|e| e.to_string())? + "\n";
     std::fs::write(out, text).map_err(|e| format!("{}: {e}", out.display()))?;
     eprintln!(
-        "wrote {} (n={n}, l2 fast={} full={}, seed={seed})",
+        "wrote {} (n={}, {cfg:?}, seed={seed})",
         out.display(),
-        heads.fast.l2,
-        heads.full.l2
+        examples.len()
     );
     Ok(())
 }
 
-pub fn eval(data: Option<PathBuf>, outcomes: Option<PathBuf>, json: bool) -> Result<(), String> {
+/// Map `f` over `0..n` on up to `threads` threads (results in order).
+fn par_map<T: Send>(n: usize, threads: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let next = AtomicUsize::new(0);
+    let out: Mutex<Vec<Option<T>>> = Mutex::new((0..n).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..threads.clamp(1, n.max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let r = f(i);
+                if let Ok(mut o) = out.lock() {
+                    o[i] = Some(r);
+                }
+            });
+        }
+    });
+    out.into_inner()
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// `eval --loso`: a cascade trained per fold on every other source.
+pub fn eval_loso(paths: &[PathBuf], json: bool) -> Result<(), String> {
+    use crate::classifier::loso;
+    let mut ex = Vec::new();
+    for p in paths {
+        ex.extend(read_jsonl(p)?);
+    }
+    if let Some(i) = ex
+        .iter()
+        .position(|e| e.hard.is_none() || e.source.is_none())
+    {
+        return Err(format!(
+            "record {} has no `label` (simple|hard) or no `source`; --loso needs both",
+            i + 1
+        ));
+    }
+    let inp = inputs(&ex)?;
+    let cfg = TrainConfig::from_env()?;
+    let folds = loso::folds(&inp.sources);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let t0 = std::time::Instant::now();
+    // Per fold: (test indices, fast scores, full scores).
+    let per_fold = par_map(folds.len(), threads, |k| {
+        let (name, test) = &folds[k];
+        let train: Vec<usize> = (0..ex.len()).filter(|&i| &inp.sources[i] != name).collect();
+        let heads = fit_heads(&inp, &train, &cfg, 42, false);
+        let fast: Vec<f64> = test
+            .iter()
+            .map(|&i| heads.fast.predict(&inp.fast[i]).0 as f64)
+            .collect();
+        let full: Vec<f64> = test
+            .iter()
+            .map(|&i| heads.full.predict(&inp.full[i]).0 as f64)
+            .collect();
+        (test.clone(), fast, full)
+    });
+    let n = ex.len();
+    let (mut fast, mut full) = (vec![0f64; n], vec![0f64; n]);
+    for (test, f, u) in &per_fold {
+        for (j, &i) in test.iter().enumerate() {
+            fast[i] = f[j];
+            full[i] = u[j];
+        }
+    }
+    let [lo, hi] = cfg.band;
+    let in_band = |p: f64| p >= lo as f64 && p <= hi as f64;
+    let cascade: Vec<f64> = (0..n)
+        .map(|i| if in_band(fast[i]) { full[i] } else { fast[i] })
+        .collect();
+    let length: Vec<f64> = ex
+        .iter()
+        .map(|e| loso::length_score(e.messages.iter().map(|m| m.text.chars().count()).sum()))
+        .collect();
+    let features: Vec<f64> = ex
+        .iter()
+        .map(|e| FeatureTriage.triage(&e.messages).score)
+        .collect();
+    if let Some(path) = std::env::var_os("SLMGATE_LOSO_DUMP") {
+        // Per-prompt held-out scores, for looking at what a fold got wrong.
+        let lines: String = (0..n)
+            .map(|i| {
+                serde_json::json!({"id": ex[i].raw.get("id"), "source": inp.sources[i], "hard": inp.hard[i],
+                    "fast": fast[i], "full": full[i], "length": length[i], "features": features[i]})
+                    .to_string()
+                    + "\n"
+            })
+            .collect();
+        std::fs::write(&path, lines).map_err(|e| format!("SLMGATE_LOSO_DUMP: {e}"))?;
+    }
+    let mut report = loso::report(&cascade, &length, &features, &inp.hard, &inp.sources);
+    report["variants"] = serde_json::json!({
+        "fast_head": {"loso_auc": crate::classifier::train::auc(&fast, &inp.hard)},
+        "full_head": {"loso_auc": crate::classifier::train::auc(&full, &inp.hard)},
+        "cascade": {"loso_auc": report["loso_auc"]},
+    });
+    report["full_encoder_share"] =
+        serde_json::json!(fast.iter().filter(|&&p| in_band(p)).count() as f64 / n.max(1) as f64);
+    report["config"] = serde_json::to_value(&cfg).map_err(|e| e.to_string())?;
+    report["fit_secs"] = serde_json::json!(t0.elapsed().as_secs_f64());
+    print_report(&report, json, print_loso_table);
+    Ok(())
+}
+
+pub fn eval(
+    data: Vec<PathBuf>,
+    outcomes: Option<PathBuf>,
+    json: bool,
+    loso: bool,
+) -> Result<(), String> {
+    if loso {
+        return eval_loso(&data, json);
+    }
     let model = ModelTriage::load(&encoder_dir())?;
-    if let Some(path) = data {
+    if data.len() > 1 {
+        return Err("--data takes one file without --loso".into());
+    }
+    if let Some(path) = data.into_iter().next() {
         let ex = read_jsonl(&path)?;
         if ex.iter().any(|e| e.hard.is_none()) {
             return Err(format!(
@@ -276,6 +455,71 @@ fn print_outcomes_table(v: &Value) {
             f(&r["random_apgr"]),
             100.0 * f(&r["cpt50"]),
             100.0 * f(&r["cpt80"])
+        );
+    }
+}
+
+fn print_loso_table(v: &Value) {
+    let b = &v["baselines"];
+    println!(
+        "leave-one-source-out over {} sources, {} prompts ({} hard): pooled ROC AUC {:.3} (length {:.3}, features {:.3}); \
+         above both baselines on {} of {} sources",
+        v["sources"],
+        v["n"],
+        v["hard"],
+        f(&v["loso_auc"]),
+        f(&b["length"]["loso_auc"]),
+        f(&b["features"]["loso_auc"]),
+        v["sources_beating_both"],
+        v["sources"]
+    );
+    println!(
+        "fast head alone {:.3}, full head alone {:.3}; full encoder on {:.1}% of prompts",
+        f(&v["variants"]["fast_head"]["loso_auc"]),
+        f(&v["variants"]["full_head"]["loso_auc"]),
+        100.0 * f(&v["full_encoder_share"])
+    );
+    println!(
+        "\nAUC where a source has both labels; else mean score / share on the right side of 0.5."
+    );
+    println!("| held-out source | n | label | ours | length | features | above both |\n|---|---:|---|---:|---:|---:|:-:|");
+    let cell = |r: &Value, p: &str| {
+        let k = |s: &str| {
+            if p.is_empty() {
+                s.to_string()
+            } else {
+                format!("{p}_{s}")
+            }
+        };
+        match r[k("auc")].as_f64() {
+            Some(a) => format!("{a:.3}"),
+            None => format!(
+                "{:.2} / {:.0}%",
+                f(&r[k("mean_score")]),
+                100.0 * f(&r[k("right_share")])
+            ),
+        }
+    };
+    for (s, r) in v["by_source"].as_object().into_iter().flatten() {
+        let n = r["n"].as_u64().unwrap_or(0);
+        let h = r["hard"].as_u64().unwrap_or(0);
+        let label = if h == 0 {
+            "simple"
+        } else if h == n {
+            "hard"
+        } else {
+            "both"
+        };
+        println!(
+            "| {s} | {n} | {label} | {} | {} | {} | {} |",
+            cell(r, ""),
+            cell(r, "length"),
+            cell(r, "features"),
+            if r["beats_both"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            }
         );
     }
 }

@@ -1,0 +1,627 @@
+//! What a prompt asks the model to *produce*, as counts of task-demand cues,
+//! and a hand-set prior logit built from them.
+//!
+//! These follow the labelling rule (`../shared/datasets/README.md`): formal
+//! logic, multi-step arithmetic, code synthesis, multi-hop questions, applying
+//! a stated rule to a new situation, open-ended explain/what-if essays, long or
+//! constrained writing and exact puzzle-like work (counting, sorting, reversing)
+//! make a prompt hard; transforming a given text (summarise, classify, extract,
+//! answer from a passage), one-line creative asks, short look-ups and small
+//! talk keep it simple. None of it names a topic or a dataset's template.
+//!
+//! Why a hand-set prior on top of the learned head: a task type that only one
+//! training source shows (formal logic is only FOLIO) cannot be learned when
+//! that source is held out, and an unseen source may bring a task type no
+//! source shows. The prior carries the rule into those cases; the head learns
+//! a residual on top of it (it enters the logistic as an offset). Weights are
+//! round numbers set by hand from the rule and checked by leave-one-source-out
+//! (`slmgate eval --loso`), never fitted to dev.
+
+/// Names of the task features, in input order.
+pub const TASK_FEATURES: &[&str] = &[
+    "logic",
+    "math_steps",
+    "latex",
+    "code_task",
+    "multihop",
+    "apply",
+    "essay",
+    "long_write",
+    "constraints",
+    "puzzle",
+    "transform",
+    "given_long",
+    "short_q",
+    "compare_q",
+    "one_liner",
+    "ln_ask",
+    "chat",
+];
+
+/// Raw task-demand cues of one user turn (counts, mostly).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskCues {
+    pub logic: f32,
+    pub math_steps: f32,
+    pub latex: f32,
+    pub code_task: f32,
+    pub multihop: f32,
+    pub apply: f32,
+    pub essay: f32,
+    pub long_write: f32,
+    pub constraints: f32,
+    pub puzzle: f32,
+    pub transform: f32,
+    pub given_long: f32,
+    pub short_q: f32,
+    pub compare_q: f32,
+    pub one_liner: f32,
+    pub ln_ask: f32,
+    pub chat: f32,
+}
+
+const QUANT: &[&str] = &[
+    "all",
+    "no",
+    "some",
+    "every",
+    "each",
+    "if",
+    "either",
+    "neither",
+    "none",
+    "everything",
+    "nothing",
+    "everyone",
+    "nobody",
+    "any",
+];
+const LOGIC: &[&str] = &[
+    "true false or uncertain",
+    "true or false",
+    "does it follow",
+    "logically follow",
+    "follows from",
+    "premises",
+    "conclusion",
+    "deduce",
+    "valid argument",
+    "not both",
+    "if and only if",
+];
+const MATH_ASK: &[&str] = &[
+    "how many",
+    "how much",
+    "what is the",
+    "find the",
+    "calculate",
+    "compute",
+    "total",
+    "left",
+    "remaining",
+    "each",
+    "per",
+    "average",
+    "percent",
+    "sum",
+    "difference",
+    "product",
+    "probability",
+    "solve",
+    "value of",
+];
+const CODE: &[&str] = &[
+    "write a function",
+    "write a python",
+    "write a program",
+    "write a script",
+    "write code",
+    "write a code",
+    "implement",
+    "write a class",
+    "function that",
+    "program that",
+    "script that",
+    "sql query",
+    "regex",
+    "debug",
+    "fix the bug",
+    "refactor",
+    "unit test",
+    "algorithm",
+];
+const MULTIHOP: &[&str] = &[
+    "combine facts",
+    "complex question",
+    "elaborate question",
+    "requires someone to reason",
+    "reason about",
+    "both",
+    "which one",
+    "who was born first",
+    "which came first",
+    "in common",
+    "the relationship of",
+    "relationship",
+    "relation",
+    "related to",
+    "older",
+];
+const APPLY: &[&str] = &[
+    "background",
+    "situation",
+    "new situation",
+    "scenario",
+    "given the paragraph",
+    "which",
+    "more likely",
+    "less likely",
+    "higher",
+    "lower",
+    "increase",
+    "decrease",
+    "increased",
+    "decreased",
+    "more",
+    "less",
+    "better",
+    "worse",
+];
+const ESSAY: &[&str] = &[
+    "explain",
+    "why",
+    "what if",
+    "what would happen",
+    "imagine",
+    "suppose",
+    "discuss",
+    "describe",
+    "elaborate",
+    "essay",
+    "in detail",
+    "pros and cons",
+    "advantages",
+    "disadvantages",
+    "implications",
+    "consequences",
+    "compare",
+    "contrast",
+    "analyze",
+    "analyse",
+    "argue",
+    "opinion",
+    "debate",
+    "ethical",
+    "strategy",
+    "plan",
+    "design",
+    "evaluate",
+    "critique",
+    "justify",
+];
+const LONG_OBJECT: &[&str] = &[
+    "essay",
+    "article",
+    "blog post",
+    "blog",
+    "story",
+    "script",
+    "speech",
+    "report",
+    "poem",
+    "song",
+    "lyrics",
+    "letter",
+    "chapter",
+    "guide",
+    "tutorial",
+    "itinerary",
+    "syllabus",
+    "proposal",
+    "plan",
+];
+const PRODUCE: &[&str] = &[
+    "write", "compose", "create", "draft", "generate", "produce", "prepare", "provide", "make",
+    "build", "develop",
+];
+/// Programming vocabulary: with a request to produce something, a code task.
+const TECH: &[&str] = &[
+    "python",
+    "javascript",
+    "typescript",
+    "java",
+    "rust",
+    "golang",
+    "sql",
+    "script",
+    "app",
+    "api",
+    "function",
+    "class",
+    "code",
+    "program",
+    "server",
+    "database",
+    "framework",
+    "library",
+    "query",
+    "html",
+    "css",
+    "react",
+    "docker",
+    "linux",
+    "bash",
+    "shell",
+    "json",
+    "compile",
+    "bug",
+    "ui",
+    "website",
+];
+const HOW_TO: &[&str] = &[
+    "how can i",
+    "how do i",
+    "how to",
+    "show me how",
+    "can you show me",
+];
+const CONSTRAINTS: &[&str] = &[
+    "must",
+    "exactly",
+    "at least",
+    "at most",
+    "no more than",
+    "no less than",
+    "without",
+    "only",
+    "do not",
+    "don't",
+    "never",
+    "always",
+    "begin with",
+    "start with",
+    "end with",
+    "each sentence",
+    "every sentence",
+    "words",
+    "sentences",
+    "paragraphs",
+    "bullet points",
+    "format",
+    "json",
+    "table",
+];
+const PUZZLE: &[&str] = &[
+    "count",
+    "letters",
+    "letter",
+    "characters",
+    "sort",
+    "sorted",
+    "alphabetical",
+    "alphabetically",
+    "reverse",
+    "backwards",
+    "anagram",
+    "palindrome",
+    "rearrange",
+    "sequence",
+    "pattern",
+    "puzzle",
+    "riddle",
+    "next number",
+    "spell",
+    "vowels",
+    "digits",
+];
+const TRANSFORM: &[&str] = &[
+    "summarize",
+    "summarise",
+    "summary",
+    "sum",
+    "tldr",
+    "outline",
+    "key points",
+    "title",
+    "headline",
+    "classify",
+    "category",
+    "categories",
+    "sentiment",
+    "positive or negative",
+    "tone",
+    "extract",
+    "paraphrase",
+    "rewrite",
+    "rephrase",
+    "translate",
+    "grammar",
+    "proofread",
+    "answer the following question",
+    "question",
+    "context",
+    "article",
+    "passage",
+    "review",
+    "plot",
+    "biography",
+    "the following",
+    "given",
+    "options",
+    "choose",
+    "pick",
+];
+const COMPARATIVE: &[&str] = &[
+    "more", "less", "higher", "lower", "greater", "fewer", "easier", "harder", "better", "worse",
+    "larger", "smaller", "closer", "farther", "faster", "slower", "increase", "decrease",
+    "stronger", "weaker", "hotter", "colder", "older", "younger",
+];
+const ONE_LINER: &[&str] = &[
+    "a sentence",
+    "one sentence",
+    "a title",
+    "one word",
+    "a word",
+    "a short",
+    "a single",
+    "one line",
+    "a one line",
+    "a haiku",
+    "a tweet",
+    "a slogan",
+    "a name",
+    "a joke",
+];
+const CHAT: &[&str] = &[
+    "hi",
+    "hello",
+    "hey",
+    "thanks",
+    "thank you",
+    "please",
+    "you",
+    "your",
+    "favorite",
+    "how are you",
+    "tell me",
+    "recommend",
+    "suggest",
+    "joke",
+];
+
+/// Lower-case ASCII words (`[a-z0-9]+`, with an `'s`-style tail kept).
+pub fn words(lower: &str) -> Vec<&str> {
+    let b = lower.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    while i < b.len() {
+        if !alnum(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && alnum(b[i]) {
+            i += 1;
+        }
+        if i + 1 < b.len() && b[i] == b'\'' && b[i + 1].is_ascii_lowercase() {
+            i += 1;
+            while i < b.len() && b[i].is_ascii_lowercase() {
+                i += 1;
+            }
+        }
+        out.push(&lower[start..i]);
+    }
+    out
+}
+
+/// ` w1 w2 … ` (spaces at both ends), for whole-word phrase counts.
+fn joined(ws: &[&str]) -> String {
+    let mut s = String::with_capacity(ws.iter().map(|w| w.len() + 1).sum::<usize>() + 1);
+    s.push(' ');
+    for w in ws {
+        s.push_str(w);
+        s.push(' ');
+    }
+    s
+}
+
+/// Non-overlapping whole-word occurrences of each phrase, summed.
+fn count(joined: &str, phrases: &[&str]) -> f32 {
+    let mut pat = String::with_capacity(32);
+    phrases
+        .iter()
+        .map(|p| {
+            pat.clear();
+            pat.push(' ');
+            pat.push_str(p);
+            pat.push(' ');
+            joined.matches(pat.as_str()).count()
+        })
+        .sum::<usize>() as f32
+}
+
+/// Numbers such as `12`, `3.5`, `1,000` (counted once each).
+fn numbers(text: &str) -> usize {
+    let b = text.as_bytes();
+    let (mut n, mut i) = (0, 0);
+    while i < b.len() {
+        if b[i].is_ascii_digit() {
+            n += 1;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            if i + 1 < b.len() && (b[i] == b'.' || b[i] == b',') && b[i + 1].is_ascii_digit() {
+                i += 1;
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+            }
+        } else {
+            i += 1;
+        }
+    }
+    n
+}
+
+pub fn cues(text: &str) -> TaskCues {
+    let lower = text.to_lowercase();
+    let ws = words(&lower);
+    let s = joined(&ws);
+    let chars = text.chars().count();
+    let quant_lines = lower
+        .lines()
+        .filter(|l| words(l).first().is_some_and(|w| QUANT.contains(w)))
+        .count();
+    let math_ask = count(&s, MATH_ASK).min(3.0);
+    // Lines that end like code (`{`, `}`, `;`), not one list that ends in `;`.
+    let code_lines = text
+        .split('\n')
+        .rev()
+        .skip(1)
+        .filter(|l| l.trim_end().ends_with(['{', '}', ';']))
+        .count()
+        >= 2;
+    let produce = count(&s, PRODUCE) > 0.0;
+    let compare_q = lower
+        .split('\n')
+        .flat_map(|l| l.split_inclusive('?'))
+        .filter(|q| q.contains('?') && (q.contains("which") || q.contains(" or ")))
+        .filter(|q| count(&joined(&words(q)), COMPARATIVE) > 0.0)
+        .count();
+    TaskCues {
+        logic: quant_lines.min(6) as f32 / 3.0 + count(&s, LOGIC),
+        math_steps: numbers(text).min(6) as f32 / 3.0 * math_ask / 3.0,
+        latex: (text.matches('$').count() + text.matches('\\').count()).min(6) as f32 / 3.0,
+        code_task: count(&s, CODE)
+            + (text.contains("```") || code_lines) as u8 as f32
+            + ((produce || count(&s, HOW_TO) > 0.0) && count(&s, TECH) > 0.0) as u8 as f32,
+        multihop: count(&s, MULTIHOP),
+        apply: count(&s, APPLY) / 3.0,
+        essay: count(&s, ESSAY),
+        long_write: if produce { count(&s, LONG_OBJECT) } else { 0.0 },
+        constraints: count(&s, CONSTRAINTS),
+        puzzle: count(&s, PUZZLE),
+        transform: count(&s, TRANSFORM),
+        given_long: if chars > 600 {
+            1.0
+        } else if chars > 300 {
+            0.5
+        } else {
+            0.0
+        },
+        short_q: (ws.len() <= 14) as u8 as f32,
+        compare_q: compare_q as f32,
+        one_liner: count(&s, ONE_LINER),
+        ln_ask: ((1.0 + chars as f32) / 61.0).ln(),
+        chat: count(&s, CHAT),
+    }
+}
+
+impl TaskCues {
+    /// The hand-set prior logit of `P(hard)`.
+    pub fn prior(&self) -> f32 {
+        let f = self;
+        let demanding = f.essay + f.puzzle + f.multihop + f.math_steps + f.logic;
+        let mut z = -1.0;
+        z += 2.5 * f.logic.min(2.0);
+        z += 1.5 * f.math_steps.min(2.0) + 1.5 * f.latex.min(2.0);
+        z += 1.5 * f.code_task.min(2.0);
+        z += 0.8 * f.multihop.min(3.0);
+        z += 0.6 * f.apply.min(3.0);
+        z += 0.8 * f.essay.min(3.0) + 1.0 * f.long_write.min(2.0);
+        z += 0.4 * f.constraints.min(5.0);
+        z += 1.0 * f.puzzle.min(3.0);
+        // Transforming a given text is simple, unless the ask is to produce
+        // code or a long piece (then the long text is the brief, not the input).
+        // Nor when the question compares or reasons over the given text (applying
+        // a stated rule to a new situation, formal logic).
+        if f.code_task + f.long_write + f.compare_q + f.logic == 0.0 {
+            z -= 0.7 * f.transform.min(4.0) * f.given_long;
+        }
+        if demanding == 0.0 {
+            z -= 0.8 * f.short_q;
+        }
+        z -= 0.3 * f.chat.min(3.0);
+        z += 1.2 * f.compare_q.min(2.0);
+        z -= 0.8 * f.one_liner.min(2.0);
+        if f.given_long == 0.0 {
+            z += 0.5 * f.ln_ask.clamp(-2.0, 3.0);
+        }
+        z
+    }
+
+    /// The head's inputs: counts on a log scale, in `TASK_FEATURES` order.
+    pub fn vector(&self) -> [f32; 17] {
+        let l = |x: f32| x.ln_1p();
+        let f = self;
+        [
+            l(f.logic),
+            l(f.math_steps),
+            l(f.latex),
+            l(f.code_task),
+            l(f.multihop),
+            l(f.apply),
+            l(f.essay),
+            l(f.long_write),
+            l(f.constraints),
+            l(f.puzzle),
+            l(f.transform),
+            f.given_long,
+            f.short_q,
+            l(f.compare_q),
+            l(f.one_liner),
+            f.ln_ask,
+            l(f.chat),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> f32 {
+        cues(text).prior()
+    }
+
+    #[test]
+    fn words_and_phrases() {
+        assert_eq!(
+            words("it's 3.5 km, isn't it?"),
+            vec!["it's", "3", "5", "km", "isn't", "it"]
+        );
+        let s = joined(&words("write a function that sorts; write a function"));
+        assert_eq!(count(&s, &["write a function"]), 2.0);
+        assert_eq!(count(&s, &["sort"]), 0.0, "whole words only");
+        assert_eq!(numbers("1,000 apples cost $3.50 and 7"), 3);
+    }
+
+    #[test]
+    fn the_rule_orders_task_types() {
+        let logic = "Premises:\nAll cats are mammals.\nNo mammal is a fish.\nIf Tom is a cat, then Tom \
+                     purrs.\n\nIs the following conclusion true, false, or uncertain?\nConclusion: Tom is a fish.";
+        let lookup = "who sang the song hey jude";
+        let puzzle = "Count the letters r in strawberry and sort these words alphabetically: pear, fig, apple.";
+        let essay =
+            "What if the moon disappeared? Explain the consequences for life on Earth in detail.";
+        let summary = format!(
+            "Summarize the following article:\n\n{}",
+            "The council met on Monday. ".repeat(40)
+        );
+        let words_math =
+            "Tom has 12 apples and gives 3 to each of his 2 friends. How many apples are left?";
+        for hard in [logic, puzzle, essay, words_math] {
+            assert!(p(hard) > 0.5, "{hard}: {}", p(hard));
+        }
+        for simple in [
+            lookup,
+            summary.as_str(),
+            "hi, how are you?",
+            "Write a haiku about rain",
+        ] {
+            assert!(p(simple) < 0.0, "{simple}: {}", p(simple));
+        }
+        assert!(p(logic) > p(lookup) + 3.0);
+    }
+}
