@@ -55,7 +55,7 @@ pub struct HeadsFile {
     pub full: HeadFile,
     /// The training choices (`slmgate train` reproduces the file from them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub train: Option<super::train::TrainConfig>,
+    pub train: Option<super::train_config::TrainConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -12,6 +12,7 @@ pub mod serve;
 pub mod success;
 pub mod task;
 pub mod train;
+pub mod train_config;
 pub mod wordpiece;
 
 use crate::api::openai::ChatMessage;
