@@ -11,8 +11,6 @@ use common::*;
 use serde_json::{json, Value};
 use slmgate::privacy::detect::{detect, PiiKind};
 use std::collections::BTreeSet;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
 #[test]
 fn labeled_snippets_precision_and_recall() {
@@ -116,16 +114,7 @@ routes:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_redact_keep_local_or_reject() {
-    let up = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "id": "c", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}
-        })))
-        .mount(&up)
-        .await;
+    let up = openai_upstream("ok", 1).await;
     let s = state(
         &policy(&format!("{}/v1", up.uri())),
         &[("TEST_OPENAI_KEY", SECRET)],

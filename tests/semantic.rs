@@ -10,8 +10,6 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use slmgate::cache::guards::{compatible, Signature};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn encoder() -> std::sync::Arc<dyn slmgate::classifier::Triage> {
     let policy = slmgate::config::Policy::from_yaml(slmgate::config::DEFAULT_POLICY).unwrap();
@@ -115,16 +113,7 @@ cache:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paraphrases_hit_and_traps_miss_in_the_request_path() {
-    let up = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "id": "c", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}
-        })))
-        .mount(&up)
-        .await;
+    let up = openai_upstream("Paris.", 2).await;
     let app = slmgate::app(state(
         &policy(&format!("{}/v1", up.uri())),
         &[("TEST_OPENAI_KEY", SECRET)],

@@ -109,3 +109,22 @@ pub fn chat(model: &str, prompt: &str) -> serde_json::Value {
 pub async fn complete(app: &Router, body: &serde_json::Value) -> Reply {
     send(app, post_json("/v1/chat/completions", body)).await
 }
+
+/// A mock OpenAI upstream answering every chat completion with `content`
+/// (9 prompt tokens, `completion` completion tokens).
+pub async fn openai_upstream(content: &str, completion: u64) -> wiremock::MockServer {
+    use wiremock::matchers::{method, path};
+    let s = wiremock::MockServer::start().await;
+    wiremock::Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "id": "c", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 9, "completion_tokens": completion, "total_tokens": 9 + completion}
+            })),
+        )
+        .mount(&s)
+        .await;
+    s
+}
