@@ -291,8 +291,7 @@ impl Metrics {
             m.policy_reloads.with_label_values(&[r]);
         }
         for op in [
-            "rpm",
-            "tpm",
+            "limits",
             "tpm_add",
             "budget",
             "budget_settle",

@@ -596,7 +596,7 @@ async fn redis_going_away_is_survived_and_recovered_from() {
         .unwrap();
     let rpm_errors: f64 = m
         .lines()
-        .find_map(|l| l.strip_prefix(r#"slmgate_state_errors_total{op="rpm"} "#))
+        .find_map(|l| l.strip_prefix(r#"slmgate_state_errors_total{op="limits"} "#))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
     assert!(rpm_errors >= 3.0, "the failures are counted: {m}");

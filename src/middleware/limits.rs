@@ -13,7 +13,6 @@ use crate::metrics::Metrics;
 use crate::policy::cost::Usage;
 use crate::policy::Routing;
 use crate::store::guard::Shared;
-use crate::store::Admit;
 use axum::response::{IntoResponse, Response};
 use http::Request;
 use rust_decimal::Decimal;
@@ -42,32 +41,6 @@ impl LimitsLayer {
             .with_label_values(&[&c.name, limit, "rejected"])
             .inc();
         e
-    }
-
-    /// A 429 for `limit`, unless the store could not answer and the policy
-    /// admits then.
-    fn check(
-        &self,
-        c: &Caller,
-        limit: &str,
-        admit: Result<Option<Admit>, GatewayError>,
-    ) -> Result<(), GatewayError> {
-        match admit {
-            Err(e) => Err(e),
-            Ok(Some(Admit::No { retry_after })) => Err(self.refuse(
-                c,
-                limit,
-                GatewayError::RateLimited {
-                    message: format!(
-                        "key `{}` is over its {limit} limit; retry in {} s",
-                        c.name,
-                        retry_after.as_secs().max(1)
-                    ),
-                    retry_after,
-                },
-            )),
-            Ok(_) => Ok(()),
-        }
     }
 }
 
@@ -106,19 +79,28 @@ impl<B: Send + 'static> AsyncStage<B> for LimitsLayer {
                 )
                 .into_response());
         }
-        let store = &self.shared.store;
-        if let Some(rpm) = c.key.rpm {
-            let r = store.admit_request(&c.name, rpm).await;
-            self.check(&c, "rpm", self.shared.judge("rpm", r))
-                .map_err(IntoResponse::into_response)?;
+        let (rpm, tpm) = (c.key.rpm, c.key.tpm);
+        if rpm.is_none() && tpm.is_none() {
+            return Ok(None);
         }
-        if let Some(tpm) = c.key.tpm {
-            let r = store.check_tokens(&c.name, tpm).await;
-            self.check(&c, "tpm", self.shared.judge("tpm", r))
-                .map_err(IntoResponse::into_response)?;
-            return Ok(Some(c));
+        // Both rates in one round trip to the store.
+        let r = self.shared.store.admit(&c.name, rpm, tpm).await;
+        match self.shared.judge("limits", r) {
+            Err(unavailable) => return Err(unavailable.into_response()),
+            Ok(Some(Some((limit, retry_after)))) => {
+                let e = GatewayError::RateLimited {
+                    message: format!(
+                        "key `{}` is over its {limit} limit; retry in {} s",
+                        c.name,
+                        retry_after.as_secs().max(1)
+                    ),
+                    retry_after,
+                };
+                return Err(self.refuse(&c, limit, e).into_response());
+            }
+            Ok(_) => {} // admitted, or the store is down and failing open
         }
-        Ok(None)
+        Ok(tpm.is_some().then_some(c))
     }
 
     fn after(&self, caller: Option<Caller>, mut resp: Response) -> Response {

@@ -24,7 +24,7 @@ pub mod resp;
 mod scripts;
 
 use resp::{Client, Endpoint, RedisError};
-use scripts::{ADD, LEASED, RESERVE_BODY, RPM, SETTLE, TPM_CHECK, USAGE_BODY};
+use scripts::{ADD, LEASED, LIMITS, RESERVE_BODY, RPM, SETTLE, TPM_CHECK, USAGE_BODY};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Where the counters live.
@@ -245,6 +245,63 @@ impl Store {
             }
         };
         Ok(admit(wait))
+    }
+
+    /// A key's rates in one step: refused by its tokens of the last minute
+    /// (`tpm`, checked first) or its requests (`rpm`, the request counted
+    /// when admitted). `Some((limit, wait))` when refused.
+    pub async fn admit(
+        &self,
+        name: &str,
+        rpm: Option<u64>,
+        tpm: Option<u64>,
+    ) -> Result<Option<(&'static str, Duration)>, StoreError> {
+        let now = now_ms();
+        let refused = match self {
+            Store::Memory(m) => {
+                let t = tpm.map_or(0, |l| {
+                    m.check_tokens(&tpm_keys(name, now), l, tpm_wait(now))
+                });
+                if t > 0 {
+                    Some(("tpm", t))
+                } else {
+                    let r = rpm.map_or(0, |l| {
+                        m.admit_request(&rpm_key(name), l, now, RPM_WINDOW_MS)
+                    });
+                    (r > 0).then_some(("rpm", r))
+                }
+            }
+            Store::Redis(r) => {
+                let rpm_key = rpm_key(name);
+                let buckets = tpm_keys(name, now);
+                let mut keys: Vec<&str> = vec![&rpm_key];
+                keys.extend(buckets.iter().map(String::as_str));
+                let member = format!("{now}-{:016x}", rand::random::<u64>());
+                let limit = |l: Option<u64>| l.map_or(-1, |l| l as i64).to_string();
+                let reply = r
+                    .client
+                    .eval(
+                        LIMITS,
+                        &keys,
+                        &[
+                            &now.to_string(),
+                            &limit(rpm),
+                            &RPM_WINDOW_MS.to_string(),
+                            &member,
+                            &limit(tpm),
+                            &tpm_wait(now).to_string(),
+                        ],
+                    )
+                    .await?;
+                let n = |i: usize| reply.items().get(i).and_then(|r| r.as_int()).unwrap_or(0);
+                match n(0) {
+                    1 => Some(("rpm", n(1).max(1) as u64)),
+                    2 => Some(("tpm", n(1).max(1) as u64)),
+                    _ => None,
+                }
+            }
+        };
+        Ok(refused.map(|(l, ms)| (l, Duration::from_millis(ms))))
     }
 
     /// Whether the tokens of the last minute are still under `limit`.
@@ -518,6 +575,20 @@ mod tests {
         assert_eq!((u.day.spent, u.day.reserved), (30, 60));
         assert_eq!(u.requests_last_minute, 3);
         assert_eq!(u.tokens_last_minute, 100);
+    }
+
+    #[tokio::test]
+    async fn rates_in_one_step_tokens_first() {
+        let s = Store::memory();
+        assert_eq!(s.admit("k", Some(2), Some(100)).await.unwrap(), None);
+        s.add_tokens("k", 100).await.unwrap();
+        let (limit, wait) = s.admit("k", Some(2), Some(100)).await.unwrap().unwrap();
+        assert_eq!(limit, "tpm");
+        assert!(wait.as_millis() > 0);
+        // Refused by its tokens, the request was not counted against rpm.
+        assert_eq!(s.admit("k", Some(2), None).await.unwrap(), None);
+        let (limit, _) = s.admit("k", Some(2), None).await.unwrap().unwrap();
+        assert_eq!(limit, "rpm");
     }
 
     #[test]

@@ -15,6 +15,31 @@ local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return math.max(1, tonumber(oldest[2]) + window - now)
 "#;
 
+/// A key's request and token rates in one round trip: KEYS[1] the rpm log,
+/// KEYS[2..] the tpm buckets; ARGV = now, rpm limit (-1: none), window,
+/// member, tpm limit (-1: none), tpm wait. Tokens are checked first (they
+/// count nothing), then the request is admitted into the log. Returns
+/// {0, 0}, or {1 (rpm) | 2 (tpm), wait ms}.
+pub const LIMITS: &str = r#"
+local now = tonumber(ARGV[1]); local rpm = tonumber(ARGV[2]); local window = tonumber(ARGV[3])
+local tpm = tonumber(ARGV[5])
+if tpm >= 0 then
+  local total = 0
+  for i = 2, #KEYS do total = total + tonumber(redis.call('GET', KEYS[i]) or '0') end
+  if total >= tpm then return {2, tonumber(ARGV[6])} end
+end
+if rpm >= 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+  if redis.call('ZCARD', KEYS[1]) >= rpm then
+    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    return {1, math.max(1, tonumber(oldest[2]) + window - now)}
+  end
+  redis.call('ZADD', KEYS[1], now, ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], window)
+end
+return {0, 0}
+"#;
+
 /// Tokens in the six 10 s buckets of the last minute; over `limit`: the
 /// wait until the oldest bucket drops out, else 0.
 pub const TPM_CHECK: &str = r#"
