@@ -22,6 +22,7 @@ pub const CACHE_EVICTIONS_TOTAL: &str = "slmgate_cache_evictions_total";
 pub const CACHE_BYTES: &str = "slmgate_cache_bytes";
 pub const CACHE_SAVED_USD_TOTAL: &str = "slmgate_cache_saved_usd_total";
 pub const PII_FOUND_TOTAL: &str = "slmgate_pii_detected_total";
+pub const CIRCUIT_STATE: &str = "slmgate_circuit_state";
 pub const PII_ACTIONS_TOTAL: &str = "slmgate_pii_actions_total";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "slmgate_upstream_errors_total";
 pub const LOCAL_QUEUE_DEPTH: &str = "slmgate_local_queue_depth";
@@ -57,6 +58,8 @@ pub struct Metrics {
     pub cache_bytes: prometheus::IntGaugeVec,
     /// What hits would have cost on the target that first answered.
     pub cache_saved: CounterVec,
+    /// Each cloud backend's circuit: 0 closed, 1 open, 2 half-open.
+    pub circuit: prometheus::IntGaugeVec,
     /// Personal or secret data found in requests, by kind (never the data).
     pub pii_found: IntCounterVec,
     /// Requests a `pii` rule acted on, by action (local|redact|reject).
@@ -147,6 +150,14 @@ impl Metrics {
             &["key", "period"],
         )?;
         registry.register(Box::new(key_budget_remaining.clone()))?;
+        let circuit = prometheus::IntGaugeVec::new(
+            Opts::new(
+                CIRCUIT_STATE,
+                "Circuit breaker per cloud backend: 0 closed, 1 open, 2 half-open",
+            ),
+            &["backend"],
+        )?;
+        registry.register(Box::new(circuit.clone()))?;
         let cache_bytes = prometheus::IntGaugeVec::new(
             Opts::new(CACHE_BYTES, "Bytes held by a response cache"),
             &["cache"],
@@ -253,6 +264,7 @@ impl Metrics {
                 &["cache"],
             )?,
             cache_bytes,
+            circuit,
             pii_found: counter(
                 PII_FOUND_TOTAL,
                 "Personal or secret data found in requests, by kind",

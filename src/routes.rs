@@ -165,11 +165,22 @@ pub async fn healthz() -> Response {
 }
 
 pub async fn readyz(State(state): AppRef) -> Response {
+    // Open circuits are detail, not unreadiness: fallbacks still answer.
+    let circuits: serde_json::Map<String, serde_json::Value> = state
+        .backends
+        .circuits()
+        .into_iter()
+        .map(|(n, s)| (n.to_string(), s.as_str().into()))
+        .collect();
     match state.ready() {
-        Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Ok(()) => {
+            axum::Json(serde_json::json!({"status": "ready", "circuits": circuits})).into_response()
+        }
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({"status": "not_ready", "reason": why})),
+            axum::Json(
+                serde_json::json!({"status": "not_ready", "reason": why, "circuits": circuits}),
+            ),
         )
             .into_response(),
     }

@@ -5,6 +5,7 @@
 //! the client-format edge turns it into the client's error event.
 
 pub mod anthropic;
+pub mod breaker;
 pub mod http;
 pub mod local;
 pub mod openai;
@@ -201,6 +202,7 @@ impl Backend {
 /// Every backend of a policy by name, with the models (and prices) it serves.
 pub struct Backends {
     map: HashMap<String, Arc<Backend>>,
+    breakers: HashMap<String, Arc<breaker::Breaker>>,
     policy: Arc<Policy>,
 }
 
@@ -225,6 +227,7 @@ impl Backends {
         old: Option<&Backends>,
     ) -> Result<Backends, String> {
         let mut map = HashMap::new();
+        let mut breakers = HashMap::new();
         for (name, cfg) in &policy.backends {
             if !start_local && matches!(cfg, BackendConfig::Local(_)) {
                 continue;
@@ -237,9 +240,42 @@ impl Backends {
                 Some(b) => b,
                 None => Arc::new(Backend::from_config(name, cfg, env, metrics.clone())?),
             };
+            // Cloud backends get a breaker (kept across a reload that leaves
+            // the backend and the breaker settings as they were).
+            if !matches!(cfg, BackendConfig::Local(_)) {
+                let kept = old
+                    .filter(|o| o.policy.breaker == policy.breaker)
+                    .and_then(|o| o.breakers.get(name))
+                    .filter(|_| o_same(old, name, cfg))
+                    .cloned();
+                let br =
+                    kept.unwrap_or_else(|| Arc::new(breaker::Breaker::new(policy.breaker.clone())));
+                metrics
+                    .circuit
+                    .with_label_values(&[name.as_str()])
+                    .set(br.state().code());
+                breakers.insert(name.clone(), br);
+            }
             map.insert(name.clone(), b);
         }
-        Ok(Backends { map, policy })
+        Ok(Backends {
+            map,
+            breakers,
+            policy,
+        })
+    }
+
+    /// A cloud backend's circuit breaker.
+    pub fn breaker(&self, name: &str) -> Option<&Arc<breaker::Breaker>> {
+        self.breakers.get(name)
+    }
+
+    /// Every breaker's state, by backend name.
+    pub fn circuits(&self) -> std::collections::BTreeMap<&str, breaker::State> {
+        self.breakers
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.state()))
+            .collect()
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Backend>> {
@@ -276,4 +312,10 @@ impl Backends {
         }
         Ok(())
     }
+}
+
+/// Whether `old` had `name` with the same config.
+fn o_same(old: Option<&Backends>, name: &str, cfg: &BackendConfig) -> bool {
+    old.and_then(|o| o.policy.backends.get(name))
+        .is_some_and(|before| before == cfg)
 }

@@ -54,6 +54,9 @@ pub struct Policy {
     pub on_budget_exhausted: OnBudgetExhausted,
     /// Response caches; absent: none.
     pub cache: Option<CacheConfig>,
+    /// Circuit breakers of the cloud backends.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
     /// What to do with personal or secret data in requests to explicit
     /// models and routes without a `pii` rule of their own.
     pub pii: Option<PiiRule>,
@@ -89,6 +92,33 @@ impl ShadowConfig {
     /// The target to shadow with (validated to exist).
     pub fn target<'a>(&'a self, p: &'a Policy) -> Option<&'a str> {
         self.target.as_deref().or(p.reference_model.as_deref())
+    }
+}
+
+/// Circuit breakers of the cloud backends (`breaker:` in the policy).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open it.
+    pub failures: u32,
+    /// ... or this share of failed calls in the current window,
+    pub ratio: f64,
+    /// ... once the window has at least this many calls.
+    pub min_requests: u32,
+    pub window_secs: u64,
+    /// How long it stays open before a probe is let through.
+    pub open_secs: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failures: 5,
+            ratio: 0.5,
+            min_requests: 20,
+            window_secs: 30,
+            open_secs: 15,
+        }
     }
 }
 

@@ -157,10 +157,31 @@ impl Dispatch {
                 Some(e) => Err(e),
                 None => backend.availability(),
             };
+            // An open circuit answers at once: no timeout waited for.
+            let breaker = self.backends.breaker(&target.backend);
+            let outcome = outcome.and_then(|()| match breaker {
+                Some(b) if !b.allow() => Err(DispatchError::retryable(
+                    "circuit_open",
+                    GatewayError::BackendUnavailable(format!(
+                        "backend `{}`: circuit open after repeated failures",
+                        target.backend
+                    )),
+                )),
+                _ => Ok(()),
+            });
+            let called = outcome.is_ok();
             let outcome = match outcome {
                 Ok(()) => backend.chat(req, upstream_name).await,
                 Err(e) => Err(e),
             };
+            if let (Some(b), true) = (breaker, called) {
+                // The client's own errors say the upstream is up.
+                b.record(outcome.as_ref().map_or_else(|e| !e.fallback_ok, |_| true));
+                self.metrics
+                    .circuit
+                    .with_label_values(&[target.backend.as_str()])
+                    .set(b.state().code());
+            }
             let err = match outcome {
                 Ok(reply) => return Ok((i, backend.kind(), reply)),
                 Err(e) => e,

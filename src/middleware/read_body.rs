@@ -59,12 +59,26 @@ where
         let limit = self.limit;
         let mut inner = take_ready(&mut self.inner);
         Box::pin(async move {
+            let version = req.version();
             match read(req, limit).await {
                 Ok(req) => inner.call(req).await,
-                Err(e) => Ok(e.into_response()),
+                Err(e) => Ok(refused(e, version)),
             }
         })
     }
+}
+
+/// A refusal before the body was read through. Over HTTP/1 it closes the
+/// connection and says so: the unread rest of the body cannot be told from
+/// the next request, and hyper closes a connection it could not drain, so a
+/// client that kept it for its next request would lose that one.
+fn refused(e: GatewayError, version: http::Version) -> Response {
+    let mut resp = e.into_response();
+    if version < http::Version::HTTP_2 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// The request with its whole body.
@@ -147,10 +161,24 @@ mod tests {
         let svc = ReadBodyLayer::new(4).layer(never::<Request<Bytes>>());
         let r = svc.clone().oneshot(post("text/plain", "{}")).await.unwrap();
         assert_eq!(r.status(), 415);
+        assert_eq!(r.headers()[header::CONNECTION], "close", "the body was not read");
         let r = svc
             .oneshot(post("application/json", "[1,2,3]"))
             .await
             .unwrap();
         assert_eq!(r.status(), 413);
+        assert_eq!(r.headers()[header::CONNECTION], "close");
+        let mut h2 = post("application/json", "[1,2,3]");
+        *h2.version_mut() = http::Version::HTTP_2;
+        let r = ReadBodyLayer::new(4)
+            .layer(never::<Request<Bytes>>())
+            .oneshot(h2)
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 413);
+        assert!(
+            r.headers().get(header::CONNECTION).is_none(),
+            "no connection headers in HTTP/2"
+        );
     }
 }

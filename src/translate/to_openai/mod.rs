@@ -103,9 +103,18 @@ pub fn request(
             out.insert("stream_options".into(), json!({"include_usage": true}));
         }
     }
-    if let Some(Value::Array(t)) = a.get("tools") {
-        if !t.is_empty() {
-            out.insert("tools".into(), tools(t, &mut lost)?);
+    match a.get("tools") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(t)) => {
+            if !t.is_empty() {
+                out.insert("tools".into(), tools(t, &mut lost)?);
+            }
+        }
+        Some(v) => {
+            return Err(bad(
+                "tools",
+                format!("`tools` must be an array, got {}", type_name(v)),
+            ))
         }
     }
     if let Some(tc) = a.get("tool_choice").filter(|v| !v.is_null()) {
