@@ -144,6 +144,9 @@ ROWS = [
              targets=[(rate("slmgate_upstream_errors_total", by="backend, kind"), "{{backend}} {{kind}}")],
              description="Failures of one target (connect, timeout, transport, upstream_status, "
                          "auth, client_error, unavailable, unsupported, queue_full, mid_stream)."),
+        dict(title="Circuit state by backend", unit="short", w=8,
+             targets=[(f"max by (backend) (slmgate_circuit_state{sel()})", "{{backend}}")],
+             description="0 closed, 1 open (calls go straight to the fallback), 2 half-open (a probe)."),
         dict(title="Fallbacks by reason", unit="ops", w=8,
              targets=[(rate("slmgate_fallbacks_total", by="from, to, reason"), "{{from}} → {{to}} ({{reason}})")]),
     ]),
