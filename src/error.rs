@@ -29,6 +29,8 @@ pub enum GatewayError {
     UnsupportedMediaType(String),
     #[error("request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    #[error("the request body did not arrive within {0} s")]
+    RequestTimeout(u64),
     #[error("The model `{0}` does not exist; GET /v1/models lists the models and routes this gateway serves")]
     ModelNotFound(String),
     #[error("no route for {method} {path}")]
@@ -138,6 +140,7 @@ impl GatewayError {
             GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             GatewayError::ModelNotFound(_) | GatewayError::NotFound { .. } => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -158,6 +161,7 @@ impl GatewayError {
             | GatewayError::UnsupportedMediaType(_)
             | GatewayError::MethodNotAllowed { .. } => ErrorKind::BadRequest,
             GatewayError::PayloadTooLarge(_) => ErrorKind::TooLarge,
+            GatewayError::RequestTimeout(_) => ErrorKind::BadRequest,
             GatewayError::Unauthorized(_) => ErrorKind::Unauthorized,
             GatewayError::Forbidden(_) => ErrorKind::Forbidden,
             GatewayError::RateLimited { .. } => ErrorKind::RateLimited,
@@ -187,6 +191,7 @@ impl GatewayError {
                 ("invalid_request_error", "unsupported_media_type")
             }
             GatewayError::PayloadTooLarge(_) => ("invalid_request_error", "payload_too_large"),
+            GatewayError::RequestTimeout(_) => ("invalid_request_error", "request_timeout"),
             GatewayError::Unauthorized(_) => ("invalid_request_error", "invalid_api_key"),
             GatewayError::Forbidden(_) => ("permission_error", "model_not_allowed"),
             GatewayError::RateLimited { .. } => ("rate_limit_error", "rate_limit_exceeded"),

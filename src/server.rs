@@ -4,7 +4,7 @@
 //! the policy's grace period.
 
 use axum::response::Response;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -13,8 +13,15 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Serve `app` (the gateway's router, or `reload::LiveService` over it) on
-/// `listener` until SIGTERM/ctrl-c, then drain for at most `grace`.
-pub async fn serve<S>(listener: TcpListener, app: S, grace: Duration) -> std::io::Result<()>
+/// `listener` until SIGTERM/ctrl-c, then drain for at most `grace`. A client
+/// gets `client_timeout` to send a request's headers (HTTP/1; h2 has its
+/// own keep-alive), after which hyper closes the connection.
+pub async fn serve<S>(
+    listener: TcpListener,
+    app: S,
+    grace: Duration,
+    client_timeout: Duration,
+) -> std::io::Result<()>
 where
     S: tower::Service<
             http::Request<hyper::body::Incoming>,
@@ -25,7 +32,11 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(client_timeout);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {

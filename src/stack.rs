@@ -71,7 +71,11 @@ where
         // Keeps the type above nameable for `extra`.
         .layer(BoxCloneSyncService::layer())
         // The body, bounded, before anything parses it.
-        .layer(ReadBodyLayer::new(state.policy.server.max_body_bytes))
+        .layer(
+            ReadBodyLayer::new(state.policy.server.max_body_bytes).with_timeout(
+                std::time::Duration::from_secs(state.policy.server.client_timeout_secs),
+            ),
+        )
         // Client JSON -> OpenAI pivot (Anthropic translated here), model resolved.
         .layer(ParseLayer::new(
             state.routing.clone(),
@@ -143,7 +147,11 @@ pub fn dry_run(state: &AppState) -> RouteService {
         .layer(AccessLogLayer)
         .layer(CatchPanicLayer::new(Some(ApiFormat::OpenAi)))
         .layer(EdgeLayer::new(ApiFormat::OpenAi))
-        .layer(ReadBodyLayer::new(state.policy.server.max_body_bytes))
+        .layer(
+            ReadBodyLayer::new(state.policy.server.max_body_bytes).with_timeout(
+                std::time::Duration::from_secs(state.policy.server.client_timeout_secs),
+            ),
+        )
         // `{"prompt": ...}` -> a chat request, before the chat path's parse.
         .layer(PromptLayer)
         .layer(ParseLayer::new(state.routing.clone(), false))

@@ -62,6 +62,7 @@ pub async fn serve(policy_path: Option<PathBuf>, listen: SocketAddr) -> Result<(
     let dir = models_dir();
     ensure_models(&policy, &dir)?;
     let grace = Duration::from_secs(policy.server.shutdown_grace_secs);
+    let client_timeout = Duration::from_secs(policy.server.client_timeout_secs);
     let state = AppState::new(policy, StateOptions::from_process())?;
     for (name, b) in &state.policy.backends {
         let available = state
@@ -100,9 +101,14 @@ pub async fn serve(policy_path: Option<PathBuf>, listen: SocketAddr) -> Result<(
     // new one swapped in without a restart; see `reload`.
     let live = crate::reload::Live::new(crate::gateway::Gateway::from_state(state), policy_path);
     tokio::spawn(live.clone().watch());
-    let served = crate::server::serve(listener, crate::reload::LiveService(live.clone()), grace)
-        .await
-        .map_err(|e| format!("server error: {e}"));
+    let served = crate::server::serve(
+        listener,
+        crate::reload::LiveService(live.clone()),
+        grace,
+        client_timeout,
+    )
+    .await
+    .map_err(|e| format!("server error: {e}"));
     // What the last answers cost reaches the shared budgets before exit.
     let shared = live.gateway().state().shared.clone();
     shared.drain(Duration::from_secs(5)).await;

@@ -127,6 +127,9 @@ impl Default for BreakerConfig {
 pub struct ServerConfig {
     /// Request bodies above this size get a 413.
     pub max_body_bytes: usize,
+    /// The longest a client may take to send a request's headers, and then
+    /// its body (408 for a body that stalls).
+    pub client_timeout_secs: u64,
     /// How long in-flight requests may run on after SIGTERM/ctrl-c.
     pub shutdown_grace_secs: u64,
     /// Log prompt text at debug level (off by default: prompts are user data).
@@ -137,6 +140,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 8 * 1024 * 1024,
+            client_timeout_secs: 30,
             shutdown_grace_secs: 30,
             log_prompts: false,
         }

@@ -17,12 +17,22 @@ use tower::{Layer, Service};
 #[derive(Debug, Clone, Copy)]
 pub struct ReadBodyLayer {
     limit: usize,
+    timeout: std::time::Duration,
 }
 
 impl ReadBodyLayer {
-    /// Bodies above `limit` bytes are refused.
+    /// Bodies above `limit` bytes are refused; one that takes over 30 s to
+    /// arrive gets 408.
     pub fn new(limit: usize) -> Self {
-        Self { limit }
+        Self {
+            limit,
+            timeout: std::time::Duration::from_secs(30),
+        }
+    }
+
+    /// The longest a body may take to arrive.
+    pub fn with_timeout(self, timeout: std::time::Duration) -> Self {
+        Self { timeout, ..self }
     }
 }
 
@@ -32,6 +42,7 @@ impl<S> Layer<S> for ReadBodyLayer {
         ReadBody {
             inner,
             limit: self.limit,
+            timeout: self.timeout,
         }
     }
 }
@@ -40,6 +51,7 @@ impl<S> Layer<S> for ReadBodyLayer {
 pub struct ReadBody<S> {
     inner: S,
     limit: usize,
+    timeout: std::time::Duration,
 }
 
 impl<S> Service<Request> for ReadBody<S>
@@ -56,11 +68,14 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let limit = self.limit;
+        let (limit, timeout) = (self.limit, self.timeout);
         let mut inner = take_ready(&mut self.inner);
         Box::pin(async move {
             let version = req.version();
-            match read(req, limit).await {
+            // A client that stops sending mid-body does not hold us forever.
+            let read = tokio::time::timeout(timeout, read(req, limit)).await;
+            let read = read.unwrap_or(Err(GatewayError::RequestTimeout(timeout.as_secs())));
+            match read {
                 Ok(req) => inner.call(req).await,
                 Err(e) => Ok(refused(e, version)),
             }
@@ -161,7 +176,11 @@ mod tests {
         let svc = ReadBodyLayer::new(4).layer(never::<Request<Bytes>>());
         let r = svc.clone().oneshot(post("text/plain", "{}")).await.unwrap();
         assert_eq!(r.status(), 415);
-        assert_eq!(r.headers()[header::CONNECTION], "close", "the body was not read");
+        assert_eq!(
+            r.headers()[header::CONNECTION],
+            "close",
+            "the body was not read"
+        );
         let r = svc
             .oneshot(post("application/json", "[1,2,3]"))
             .await
