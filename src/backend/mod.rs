@@ -236,6 +236,7 @@ impl Backends {
                 let before = o.policy.backends.get(name)?;
                 (before == cfg).then(|| o.map.get(name).cloned()).flatten()
             });
+            let reused = same.is_some();
             let b = match same {
                 Some(b) => b,
                 None => Arc::new(Backend::from_config(name, cfg, env, metrics.clone())?),
@@ -246,7 +247,7 @@ impl Backends {
                 let kept = old
                     .filter(|o| o.policy.breaker == policy.breaker)
                     .and_then(|o| o.breakers.get(name))
-                    .filter(|_| o_same(old, name, cfg))
+                    .filter(|_| reused)
                     .cloned();
                 let br =
                     kept.unwrap_or_else(|| Arc::new(breaker::Breaker::new(policy.breaker.clone())));
@@ -312,10 +313,4 @@ impl Backends {
         }
         Ok(())
     }
-}
-
-/// Whether `old` had `name` with the same config.
-fn o_same(old: Option<&Backends>, name: &str, cfg: &BackendConfig) -> bool {
-    old.and_then(|o| o.policy.backends.get(name))
-        .is_some_and(|before| before == cfg)
 }

@@ -96,50 +96,48 @@ pub(crate) fn cached_answer(
     metrics: &Metrics,
     cache: &str,
 ) -> Response {
-    {
-        let (paid, _) = prices.cost(&entry.target, entry.usage);
-        metrics
-            .cache_saved
-            .with_label_values(&[cache])
-            .inc_by(to_f64(paid));
-        let decision = Arc::new(RouteDecision {
-            route: entry.route.clone(),
-            targets: vec![Target {
-                backend: "cache".into(),
-                model: entry.target.model.clone(),
-            }],
-        });
-        let body = if entry.streamed {
-            let usage = Arc::new(UsageCell::default());
-            usage.set(entry.usage);
-            // All the events in one chunk: the layers above handle several
-            // events per chunk, and one chunk costs them one pass.
-            let all: Result<Bytes, GatewayError> = Ok(entry.chunks.concat().into());
-            ReplyBody::Stream {
-                events: Box::pin(futures::stream::once(async move { all })),
-                usage,
-            }
-        } else {
-            ReplyBody::Full {
-                bytes: entry.chunks.concat().into(),
-                usage: entry.usage,
-            }
-        };
-        let reply = BackendReply {
-            body,
-            format: entry.format,
-            upstream_wait: Duration::ZERO,
-        };
-        let mut resp = answer(decision, 0, "cache", reply);
-        put_header(resp.headers_mut(), "x-slmgate-cache", "hit");
-        put_header(resp.headers_mut(), "x-slmgate-cache-kind", cache);
-        put_header(
-            resp.headers_mut(),
-            "x-slmgate-cache-origin",
-            &format!("{}/{}", entry.target.backend, entry.target.model),
-        );
-        resp
-    }
+    let (paid, _) = prices.cost(&entry.target, entry.usage);
+    metrics
+        .cache_saved
+        .with_label_values(&[cache])
+        .inc_by(to_f64(paid));
+    let decision = Arc::new(RouteDecision {
+        route: entry.route.clone(),
+        targets: vec![Target {
+            backend: "cache".into(),
+            model: entry.target.model.clone(),
+        }],
+    });
+    let body = if entry.streamed {
+        let usage = Arc::new(UsageCell::default());
+        usage.set(entry.usage);
+        // All the events in one chunk: the layers above handle several
+        // events per chunk, and one chunk costs them one pass.
+        let all: Result<Bytes, GatewayError> = Ok(entry.chunks.concat().into());
+        ReplyBody::Stream {
+            events: Box::pin(futures::stream::once(async move { all })),
+            usage,
+        }
+    } else {
+        ReplyBody::Full {
+            bytes: entry.chunks.concat().into(),
+            usage: entry.usage,
+        }
+    };
+    let reply = BackendReply {
+        body,
+        format: entry.format,
+        upstream_wait: Duration::ZERO,
+    };
+    let mut resp = answer(decision, 0, "cache", reply);
+    put_header(resp.headers_mut(), "x-slmgate-cache", "hit");
+    put_header(resp.headers_mut(), "x-slmgate-cache-kind", cache);
+    put_header(
+        resp.headers_mut(),
+        "x-slmgate-cache-origin",
+        &format!("{}/{}", entry.target.backend, entry.target.model),
+    );
+    resp
 }
 
 /// `Cache-Control` directives from the client: (no-cache, no-store).

@@ -24,7 +24,7 @@ pub mod resp;
 mod scripts;
 
 use resp::{Client, Endpoint, RedisError};
-use scripts::{ADD, LEASED, LIMITS, RESERVE_BODY, RPM, SETTLE, TPM_CHECK, USAGE_BODY};
+use scripts::{ADD, LEASED, LIMITS, RESERVE_BODY, SETTLE, USAGE_BODY};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Where the counters live.
@@ -42,16 +42,6 @@ impl From<RedisError> for StoreError {
     fn from(e: RedisError) -> Self {
         StoreError(e.to_string())
     }
-}
-
-/// A limit's verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admit {
-    Yes,
-    /// Over the limit: try again after this long.
-    No {
-        retry_after: Duration,
-    },
 }
 
 /// The budget periods a reservation counts against (UTC day and month).
@@ -221,32 +211,6 @@ impl Store {
         matches!(self, Store::Redis(_))
     }
 
-    /// Admit one request under `limit` requests per minute.
-    pub async fn admit_request(&self, name: &str, limit: u64) -> Result<Admit, StoreError> {
-        let now = now_ms();
-        let wait = match self {
-            Store::Memory(m) => m.admit_request(&rpm_key(name), limit, now, RPM_WINDOW_MS),
-            Store::Redis(r) => {
-                let member = format!("{now}-{:016x}", rand::random::<u64>());
-                let reply = r
-                    .client
-                    .eval(
-                        RPM,
-                        &[&rpm_key(name)],
-                        &[
-                            &now.to_string(),
-                            &limit.to_string(),
-                            &RPM_WINDOW_MS.to_string(),
-                            &member,
-                        ],
-                    )
-                    .await?;
-                reply.as_int().unwrap_or(0).max(0) as u64
-            }
-        };
-        Ok(admit(wait))
-    }
-
     /// A key's rates in one step: refused by its tokens of the last minute
     /// (`tpm`, checked first) or its requests (`rpm`, the request counted
     /// when admitted). `Some((limit, wait))` when refused.
@@ -302,28 +266,6 @@ impl Store {
             }
         };
         Ok(refused.map(|(l, ms)| (l, Duration::from_millis(ms))))
-    }
-
-    /// Whether the tokens of the last minute are still under `limit`.
-    pub async fn check_tokens(&self, name: &str, limit: u64) -> Result<Admit, StoreError> {
-        let now = now_ms();
-        let wait = match self {
-            Store::Memory(m) => m.check_tokens(&tpm_keys(name, now), limit, tpm_wait(now)),
-            Store::Redis(r) => {
-                let keys = tpm_keys(name, now);
-                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-                let reply = r
-                    .client
-                    .eval(
-                        TPM_CHECK,
-                        &keys,
-                        &[&limit.to_string(), &tpm_wait(now).to_string()],
-                    )
-                    .await?;
-                reply.as_int().unwrap_or(0).max(0) as u64
-            }
-        };
-        Ok(admit(wait))
     }
 
     /// Count `tokens` used now.
@@ -513,16 +455,6 @@ impl Store {
     }
 }
 
-fn admit(wait_ms: u64) -> Admit {
-    if wait_ms == 0 {
-        Admit::Yes
-    } else {
-        Admit::No {
-            retry_after: Duration::from_millis(wait_ms),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -539,20 +471,17 @@ mod tests {
     async fn memory_store_limits_and_budgets() {
         let s = Store::memory();
         for _ in 0..3 {
-            assert_eq!(s.admit_request("k", 3).await.unwrap(), Admit::Yes);
+            assert_eq!(s.admit("k", Some(3), None).await.unwrap(), None);
         }
-        assert!(matches!(
-            s.admit_request("k", 3).await.unwrap(),
-            Admit::No { .. }
-        ));
-        assert_eq!(s.admit_request("other", 3).await.unwrap(), Admit::Yes);
+        assert_eq!(s.admit("k", Some(3), None).await.unwrap().unwrap().0, "rpm");
+        assert_eq!(s.admit("other", Some(3), None).await.unwrap(), None);
         s.add_tokens("k", 90).await.unwrap();
-        assert_eq!(s.check_tokens("k", 100).await.unwrap(), Admit::Yes);
+        assert_eq!(s.admit("k", None, Some(100)).await.unwrap(), None);
         s.add_tokens("k", 10).await.unwrap();
-        assert!(matches!(
-            s.check_tokens("k", 100).await.unwrap(),
-            Admit::No { .. }
-        ));
+        assert_eq!(
+            s.admit("k", None, Some(100)).await.unwrap().unwrap().0,
+            "tpm"
+        );
         let p = Periods::now();
         let lim = BudgetLimits {
             day: Some(100),

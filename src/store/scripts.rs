@@ -1,20 +1,6 @@
 //! The Lua scripts that keep each counter operation atomic in Redis (the
 //! same semantics as `memory.rs`, documented in `mod.rs`).
 
-/// Admit one request under `limit` per minute (sliding log of the last 60 s).
-pub const RPM: &str = r#"
-local now = tonumber(ARGV[1]); local limit = tonumber(ARGV[2]); local window = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local n = redis.call('ZCARD', KEYS[1])
-if n < limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[4])
-  redis.call('PEXPIRE', KEYS[1], window)
-  return 0
-end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return math.max(1, tonumber(oldest[2]) + window - now)
-"#;
-
 /// A key's request and token rates in one round trip: KEYS[1] the rpm log,
 /// KEYS[2..] the tpm buckets; ARGV = now, rpm limit (-1: none), window,
 /// member, tpm limit (-1: none), tpm wait. Tokens are checked first (they
@@ -38,15 +24,6 @@ if rpm >= 0 then
   redis.call('PEXPIRE', KEYS[1], window)
 end
 return {0, 0}
-"#;
-
-/// Tokens in the six 10 s buckets of the last minute; over `limit`: the
-/// wait until the oldest bucket drops out, else 0.
-pub const TPM_CHECK: &str = r#"
-local limit = tonumber(ARGV[1]); local wait = tonumber(ARGV[2]); local total = 0
-for i = 1, #KEYS do total = total + tonumber(redis.call('GET', KEYS[i]) or '0') end
-if total >= limit then return wait end
-return 0
 "#;
 
 /// Add ARGV[1] to the counter KEYS[1], which expires ARGV[2] ms later.
