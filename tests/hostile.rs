@@ -15,11 +15,8 @@ use bytes::Bytes;
 use common::*;
 use http::{HeaderName, HeaderValue, Request};
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const BIN: &str = env!("CARGO_BIN_EXE_slmgate");
 
 /// The policy's body limit: large enough for 200k-deep nesting and 10k
 /// messages to reach the parser, small enough to exceed cheaply.
@@ -607,74 +604,21 @@ fn checked(case: &Case, status: u16, headers: &http::HeaderMap, body: &[u8]) -> 
     .map(|_| case.name.clone())
 }
 
-/// A `slmgate serve` process with `policy`, killed on drop.
-struct Gateway {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// The gateway process (`common::Gateway`), as these tests use it.
 impl Gateway {
-    fn start(policy: &str) -> Gateway {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("policy.yaml");
-        std::fs::write(&file, policy).unwrap();
-        let port = free_port();
-        let child = Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--policy",
-            ])
-            .arg(&file)
-            .env("TEST_OPENAI_KEY", SECRET)
-            .env("SLMGATE_MODELS_DIR", models_dir())
-            .env("SLMGATE_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "slmgate did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Gateway {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+    fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
     }
 
     /// Still serving: a valid request is answered.
     async fn alive(&self, c: &reqwest::Client) {
         let r = c
-            .post(self.url(Api::OpenAi.path()))
+            .post(self.at(Api::OpenAi.path()))
             .json(&Api::OpenAi.valid())
             .send()
             .await
             .expect("the gateway still answers");
         assert_eq!(r.status(), 200);
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -691,7 +635,7 @@ async fn over_the_wire(gw: &Gateway, c: &reqwest::Client, version: http::Version
             // reqwest sends the true length: `header_injection_and_declared_lengths_over_the_wire`.
             continue;
         }
-        let mut req = c.post(gw.url(case.api.path())).body(case.body.clone());
+        let mut req = c.post(gw.at(case.api.path())).body(case.body.clone());
         if let Some(ct) = case.content_type {
             req = req.header("content-type", ct);
         }
@@ -768,7 +712,7 @@ async fn unbounded_chunked_bodies_get_413() {
             });
             let r = tokio::time::timeout(
                 PATIENCE,
-                c.post(gw.url(api.path()))
+                c.post(gw.at(api.path()))
                     .header("content-type", "application/json")
                     .body(reqwest::Body::wrap_stream(chunks))
                     .send(),
@@ -953,7 +897,7 @@ async fn oversized_header_blocks_over_http1_and_h2c() {
             let what = format!("a {size}-byte x-request-id over {version:?}");
             let r = tokio::time::timeout(
                 PATIENCE,
-                c.post(gw.url(Api::OpenAi.path()))
+                c.post(gw.at(Api::OpenAi.path()))
                     .header("x-request-id", "r".repeat(size))
                     .json(&Api::OpenAi.valid())
                     .send(),

@@ -314,14 +314,6 @@ struct Redis {
     dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Redis {
     fn start_on(port: u16, dir: tempfile::TempDir) -> Redis {
         let child = Command::new("redis-server")
@@ -354,56 +346,6 @@ impl Redis {
 }
 
 impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A `slmgate serve` process with `policy`, killed on drop.
-struct Gateway {
-    child: Child,
-    url: String,
-    file: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Gateway {
-    fn start(policy: &str) -> Gateway {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("policy.yaml");
-        std::fs::write(&file, policy).unwrap();
-        let port = free_port();
-        let child = Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--policy",
-            ])
-            .arg(&file)
-            .env("TEST_OPENAI_KEY", SECRET)
-            .env("SLMGATE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "slmgate did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Gateway {
-            child,
-            url,
-            file,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

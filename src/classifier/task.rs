@@ -581,6 +581,19 @@ impl TaskCues {
 mod tests {
     use super::*;
 
+    /// The head's feature list names the task features in the same order,
+    /// after the cheap ones and before the prior.
+    #[test]
+    fn the_heads_feature_list_matches() {
+        use crate::classifier::head::{FEATURES, PRIOR_FEATURE};
+        use crate::classifier::train_config::LEGACY_FEATURES;
+        let end = LEGACY_FEATURES + TASK_FEATURES.len();
+        assert_eq!(&FEATURES[LEGACY_FEATURES..end], TASK_FEATURES);
+        assert_eq!(PRIOR_FEATURE, end);
+        assert_eq!(FEATURES[PRIOR_FEATURE], "task_prior");
+        assert_eq!(FEATURES.len(), end + 1);
+    }
+
     fn p(text: &str) -> f32 {
         cues(text).prior()
     }

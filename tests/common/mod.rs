@@ -128,3 +128,68 @@ pub async fn openai_upstream(content: &str, completion: u64) -> wiremock::MockSe
         .await;
     s
 }
+
+/// A free TCP port on 127.0.0.1 (free when asked).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `slmgate serve` process (the built binary) with `policy` in a temp
+/// file, the upstream key in `TEST_OPENAI_KEY`; killed on drop.
+pub struct Gateway {
+    pub child: std::process::Child,
+    pub port: u16,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The policy file (edit it to reload).
+    pub file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    pub fn start(policy: &str) -> Gateway {
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("policy.yaml");
+        std::fs::write(&file, policy).unwrap();
+        let port = free_port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_slmgate"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--policy",
+            ])
+            .arg(&file)
+            .env("TEST_OPENAI_KEY", SECRET)
+            .env("SLMGATE_MODELS_DIR", models_dir())
+            .env("SLMGATE_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "slmgate did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Gateway {
+            child,
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            file,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
