@@ -5,9 +5,9 @@
 //! its `Signature`. A lookup scans the (bucket, stored-at) heads and the sign
 //! bits (Hamming distance: 6 × u64 per 384-dim entry), keeps the nearest
 //! `CANDIDATES`, then computes the exact cosine (and the guards) for those
-//! only. Cost: O(n) for the scan, about 4.4 ns an entry here, plus
-//! O(CANDIDATES × d): 13 µs at 1k entries, 52 µs at 10k, 0.44 ms at 100k,
-//! all in one bucket (`cargo bench --bench semantic`). Memory: d × 4 + 64 +
+//! only. Cost: O(n) for the scan, about 4.2 ns an entry here, plus
+//! O(CANDIDATES × d): 11 µs at 1k entries, 49 µs at 10k, 0.43 ms at 100k,
+//! all in one bucket (`BENCH=semantic benches/triage.sh`). Memory: d × 4 + 64 +
 //! 16 bytes an entry besides the answer (1.6 KB at d = 384).
 
 use super::guards::{compatible, Signature};
