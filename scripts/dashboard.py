@@ -143,7 +143,12 @@ ROWS = [
         dict(title="Upstream errors by backend and kind", unit="ops", w=8,
              targets=[(rate("slmgate_upstream_errors_total", by="backend, kind"), "{{backend}} {{kind}}")],
              description="Failures of one target (connect, timeout, transport, upstream_status, "
-                         "auth, client_error, unavailable, unsupported, queue_full, mid_stream)."),
+                         "rate_limited, auth, client_error, bad_response, unavailable, unsupported, "
+                         "queue_full, overloaded, circuit_open, mid_stream)."),
+        dict(title="Cloud requests in flight by backend", unit="short", w=8,
+             targets=[(f"sum by (backend) (slmgate_backend_in_flight{sel()})", "{{backend}}")],
+             description="Streams count until they end. At a backend's max_concurrency the next "
+                         "request is shed (upstream errors, kind overloaded): to the fallback, else 503."),
         dict(title="Circuit state by backend", unit="short", w=8,
              targets=[(f"max by (backend) (slmgate_circuit_state{sel()})", "{{backend}}")],
              description="0 closed, 1 open (calls go straight to the fallback), 2 half-open (a probe)."),

@@ -45,7 +45,8 @@ pub enum GatewayError {
     /// The caller may not ask for this (a model its key does not allow).
     #[error("{0}")]
     Forbidden(String),
-    /// The caller is over one of its limits (requests, tokens, budget).
+    /// The caller is over one of its limits (requests, tokens, budget), or
+    /// the upstream answered 429 and no fallback took the request.
     #[error("{message}")]
     RateLimited {
         message: String,
@@ -58,6 +59,13 @@ pub enum GatewayError {
     },
     #[error("{0}")]
     BackendUnavailable(String),
+    /// A backend is at its concurrency limit, or the upstream said it is
+    /// overloaded (503/529), with its `Retry-After` when it gave one.
+    #[error("{message}")]
+    Overloaded {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     #[error("{0}")]
     UpstreamTimeout(String),
     #[error("{0}")]
@@ -144,7 +152,9 @@ impl GatewayError {
             GatewayError::ModelNotFound(_) | GatewayError::NotFound { .. } => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-            GatewayError::BackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::BackendUnavailable(_) | GatewayError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             GatewayError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamClientError { status, .. }
@@ -167,7 +177,9 @@ impl GatewayError {
             GatewayError::RateLimited { .. } => ErrorKind::RateLimited,
             GatewayError::ModelNotFound(_) | GatewayError::NotFound { .. } => ErrorKind::NotFound,
             GatewayError::QueueFull { .. } => ErrorKind::RateLimited,
-            GatewayError::BackendUnavailable(_) => ErrorKind::Unavailable,
+            GatewayError::BackendUnavailable(_) | GatewayError::Overloaded { .. } => {
+                ErrorKind::Unavailable
+            }
             GatewayError::UpstreamTimeout(_) => ErrorKind::Timeout,
             GatewayError::UpstreamFailed(_) => ErrorKind::Upstream,
             GatewayError::UpstreamClientError { .. } => ErrorKind::UpstreamClient,
@@ -202,6 +214,7 @@ impl GatewayError {
             }
             GatewayError::QueueFull { .. } => ("rate_limit_error", "local_queue_full"),
             GatewayError::BackendUnavailable(_) => ("service_unavailable", "backend_unavailable"),
+            GatewayError::Overloaded { .. } => ("service_unavailable", "backend_overloaded"),
             GatewayError::UpstreamTimeout(_) => ("timeout_error", "upstream_timeout"),
             GatewayError::UpstreamFailed(_) => ("upstream_error", "upstream_failed"),
             GatewayError::UpstreamClientError { .. } => ("invalid_request_error", "upstream_error"),
@@ -274,9 +287,13 @@ impl GatewayError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let GatewayError::QueueFull { retry_after, .. }
-        | GatewayError::RateLimited { retry_after, .. } = &self
-        {
+        let retry_after = match &self {
+            GatewayError::QueueFull { retry_after, .. }
+            | GatewayError::RateLimited { retry_after, .. } => Some(*retry_after),
+            GatewayError::Overloaded { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        if let Some(retry_after) = retry_after {
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);

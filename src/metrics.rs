@@ -23,6 +23,7 @@ pub const CACHE_BYTES: &str = "slmgate_cache_bytes";
 pub const CACHE_SAVED_USD_TOTAL: &str = "slmgate_cache_saved_usd_total";
 pub const PII_FOUND_TOTAL: &str = "slmgate_pii_detected_total";
 pub const CIRCUIT_STATE: &str = "slmgate_circuit_state";
+pub const BACKEND_IN_FLIGHT: &str = "slmgate_backend_in_flight";
 pub const PII_ACTIONS_TOTAL: &str = "slmgate_pii_actions_total";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "slmgate_upstream_errors_total";
 pub const LOCAL_QUEUE_DEPTH: &str = "slmgate_local_queue_depth";
@@ -60,6 +61,8 @@ pub struct Metrics {
     pub cache_saved: CounterVec,
     /// Each cloud backend's circuit: 0 closed, 1 open, 2 half-open.
     pub circuit: prometheus::IntGaugeVec,
+    /// Requests in flight per cloud backend (streams until they end).
+    pub backend_in_flight: prometheus::IntGaugeVec,
     /// Personal or secret data found in requests, by kind (never the data).
     pub pii_found: IntCounterVec,
     /// Requests a `pii` rule acted on, by action (local|redact|reject).
@@ -158,6 +161,14 @@ impl Metrics {
             &["backend"],
         )?;
         registry.register(Box::new(circuit.clone()))?;
+        let backend_in_flight = prometheus::IntGaugeVec::new(
+            Opts::new(
+                BACKEND_IN_FLIGHT,
+                "Requests in flight per cloud backend, streams until they end",
+            ),
+            &["backend"],
+        )?;
+        registry.register(Box::new(backend_in_flight.clone()))?;
         let cache_bytes = prometheus::IntGaugeVec::new(
             Opts::new(CACHE_BYTES, "Bytes held by a response cache"),
             &["cache"],
@@ -265,6 +276,7 @@ impl Metrics {
             )?,
             cache_bytes,
             circuit,
+            backend_in_flight,
             pii_found: counter(
                 PII_FOUND_TOTAL,
                 "Personal or secret data found in requests, by kind",

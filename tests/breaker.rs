@@ -48,20 +48,6 @@ async fn failing() -> MockServer {
     s
 }
 
-async fn metric(app: &axum::Router, line: &str) -> String {
-    let m = send(
-        app,
-        http::Request::get("/metrics")
-            .body(axum::body::Body::empty())
-            .unwrap(),
-    )
-    .await
-    .body;
-    m.lines()
-        .find_map(|l| l.strip_prefix(line).map(|v| v.trim().to_string()))
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn a_failing_backend_is_cut_off_and_let_back_in() {
     let (bad, good) = (failing().await, openai_upstream("from good", 2).await);

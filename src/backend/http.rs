@@ -183,90 +183,110 @@ impl Upstream {
                 .body(body.clone())
                 .send();
             let first_byte = Duration::from_millis(self.timeouts.first_byte_ms);
-            let (reason, msg, status) = match tokio::time::timeout(first_byte, send).await {
-                Err(_) => {
-                    return Err(DispatchError::retryable(
-                        "timeout",
-                        GatewayError::UpstreamTimeout(format!(
-                            "backend `{}` sent no response head within {} ms",
-                            self.name, self.timeouts.first_byte_ms
-                        )),
-                    ))
-                }
-                Ok(Err(e)) if e.is_connect() => (
-                    "connect",
-                    format!("cannot connect to backend `{}`", self.name),
-                    None,
-                ),
-                Ok(Err(e)) => {
-                    return Err(DispatchError::retryable(
-                        "transport",
-                        GatewayError::UpstreamFailed(format!(
-                            "backend `{}` request failed: {}",
-                            self.name,
-                            without_url(&e)
-                        )),
-                    ))
-                }
-                Ok(Ok(r)) if r.status().is_success() => {
-                    return Ok(Sent {
-                        resp: r,
-                        started,
-                        deadline,
-                    })
-                }
-                Ok(Ok(r))
-                    if r.status() == StatusCode::TOO_MANY_REQUESTS
-                        || r.status().is_server_error() =>
-                {
-                    let s = r.status();
-                    (
-                        "upstream_status",
-                        format!("backend `{}` answered {s}", self.name),
-                        Some(s),
-                    )
-                }
-                Ok(Ok(r))
-                    if r.status() == StatusCode::UNAUTHORIZED
-                        || r.status() == StatusCode::FORBIDDEN =>
-                {
-                    return Err(DispatchError::retryable(
-                        "auth",
-                        GatewayError::UpstreamFailed(format!(
-                            "backend `{}` rejected the gateway's credentials ({}); check {}",
-                            self.name,
-                            r.status(),
-                            self.key_env
-                        )),
-                    ))
-                }
-                Ok(Ok(r)) => {
-                    // The upstream's own words about the client's request.
-                    let status = r.status();
-                    let body = tokio::time::timeout_at(deadline, r.bytes())
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                        .unwrap_or_default();
-                    return Err(DispatchError::fatal(
-                        "client_error",
-                        GatewayError::UpstreamClientError {
-                            status,
-                            body,
-                            format: self.format,
-                        },
-                    ));
-                }
-            };
-            let pause = self.backoff(attempt);
-            if attempt >= self.retries.max_retries || Instant::now() + pause >= deadline {
-                let msg = format!("{msg} (after {} attempt(s))", attempt + 1);
-                // 503 and Anthropic's 529 mean "overloaded, come back later".
-                let overloaded = matches!(status.map(|s| s.as_u16()), Some(503 | 529));
-                let error = if overloaded {
-                    GatewayError::BackendUnavailable(msg)
-                } else {
-                    GatewayError::UpstreamFailed(msg)
+            let (reason, msg, status, retry_after) =
+                match tokio::time::timeout(first_byte, send).await {
+                    Err(_) => {
+                        return Err(DispatchError::retryable(
+                            "timeout",
+                            GatewayError::UpstreamTimeout(format!(
+                                "backend `{}` sent no response head within {} ms",
+                                self.name, self.timeouts.first_byte_ms
+                            )),
+                        ))
+                    }
+                    Ok(Err(e)) if e.is_connect() => (
+                        "connect",
+                        format!("cannot connect to backend `{}`", self.name),
+                        None,
+                        None,
+                    ),
+                    Ok(Err(e)) => {
+                        return Err(DispatchError::retryable(
+                            "transport",
+                            GatewayError::UpstreamFailed(format!(
+                                "backend `{}` request failed: {}",
+                                self.name,
+                                without_url(&e)
+                            )),
+                        ))
+                    }
+                    Ok(Ok(r)) if r.status().is_success() => {
+                        return Ok(Sent {
+                            resp: r,
+                            started,
+                            deadline,
+                        })
+                    }
+                    Ok(Ok(r))
+                        if r.status() == StatusCode::TOO_MANY_REQUESTS
+                            || r.status().is_server_error() =>
+                    {
+                        let s = r.status();
+                        (
+                            if s == StatusCode::TOO_MANY_REQUESTS {
+                                "rate_limited"
+                            } else {
+                                "upstream_status"
+                            },
+                            format!("backend `{}` answered {s}", self.name),
+                            Some(s),
+                            retry_after_header(r.headers()),
+                        )
+                    }
+                    Ok(Ok(r))
+                        if r.status() == StatusCode::UNAUTHORIZED
+                            || r.status() == StatusCode::FORBIDDEN =>
+                    {
+                        return Err(DispatchError::retryable(
+                            "auth",
+                            GatewayError::UpstreamFailed(format!(
+                                "backend `{}` rejected the gateway's credentials ({}); check {}",
+                                self.name,
+                                r.status(),
+                                self.key_env
+                            )),
+                        ))
+                    }
+                    Ok(Ok(r)) => {
+                        // The upstream's own words about the client's request.
+                        let status = r.status();
+                        let body = tokio::time::timeout_at(deadline, r.bytes())
+                            .await
+                            .ok()
+                            .and_then(Result::ok)
+                            .unwrap_or_default();
+                        return Err(DispatchError::fatal(
+                            "client_error",
+                            GatewayError::UpstreamClientError {
+                                status,
+                                body,
+                                format: self.format,
+                            },
+                        ));
+                    }
+                };
+            // The upstream's `Retry-After`, when it gave one, is the
+            // shortest wait; one longer than `max_backoff_ms` is not waited
+            // for here (the fallback, or the client, takes it from there).
+            let backoff = self.backoff(attempt);
+            let pause = retry_after.map_or(backoff, |r| r.max(backoff));
+            let too_long =
+                retry_after.is_some_and(|r| r > Duration::from_millis(self.retries.max_backoff_ms));
+            if attempt >= self.retries.max_retries || too_long || Instant::now() + pause >= deadline
+            {
+                let message = format!("{msg} (after {} attempt(s))", attempt + 1);
+                let error = match status.map(|s| s.as_u16()) {
+                    // Told to slow down: the client hears the same, with the wait.
+                    Some(429) => GatewayError::RateLimited {
+                        message,
+                        retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+                    },
+                    // 503 and Anthropic's 529 mean "overloaded, come back later".
+                    Some(503 | 529) => GatewayError::Overloaded {
+                        message,
+                        retry_after,
+                    },
+                    _ => GatewayError::UpstreamFailed(message),
                 };
                 return Err(DispatchError::retryable(reason, error));
             }
@@ -395,6 +415,19 @@ impl Upstream {
         };
         s.boxed()
     }
+}
+
+/// `Retry-After` in seconds (an HTTP date, or anything else, is ignored),
+/// capped at an hour.
+fn retry_after_header(h: &HeaderMap) -> Option<Duration> {
+    let secs: u64 = h
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs.min(3600)))
 }
 
 /// reqwest errors can carry the URL; keep messages free of it.

@@ -7,6 +7,7 @@
 pub mod anthropic;
 pub mod breaker;
 pub mod http;
+pub mod limit;
 pub mod local;
 pub mod openai;
 pub mod sse;
@@ -203,6 +204,7 @@ impl Backend {
 pub struct Backends {
     map: HashMap<String, Arc<Backend>>,
     breakers: HashMap<String, Arc<breaker::Breaker>>,
+    limits: HashMap<String, Arc<limit::Limit>>,
     policy: Arc<Policy>,
 }
 
@@ -228,6 +230,7 @@ impl Backends {
     ) -> Result<Backends, String> {
         let mut map = HashMap::new();
         let mut breakers = HashMap::new();
+        let mut limits = HashMap::new();
         for (name, cfg) in &policy.backends {
             if !start_local && matches!(cfg, BackendConfig::Local(_)) {
                 continue;
@@ -257,11 +260,24 @@ impl Backends {
                     .set(br.state().code());
                 breakers.insert(name.clone(), br);
             }
+            if let Some(max) = cfg.max_concurrency() {
+                // A reused backend keeps its count of requests in flight.
+                let kept = old
+                    .and_then(|o| o.limits.get(name))
+                    .filter(|_| reused)
+                    .cloned();
+                let gauge = metrics
+                    .backend_in_flight
+                    .with_label_values(&[name.as_str()]);
+                let l = kept.unwrap_or_else(|| limit::Limit::new(max, gauge));
+                limits.insert(name.clone(), l);
+            }
             map.insert(name.clone(), b);
         }
         Ok(Backends {
             map,
             breakers,
+            limits,
             policy,
         })
     }
@@ -269,6 +285,11 @@ impl Backends {
     /// A cloud backend's circuit breaker.
     pub fn breaker(&self, name: &str) -> Option<&Arc<breaker::Breaker>> {
         self.breakers.get(name)
+    }
+
+    /// A cloud backend's concurrency limit.
+    pub fn limit(&self, name: &str) -> Option<&Arc<limit::Limit>> {
+        self.limits.get(name)
     }
 
     /// Every breaker's state, by backend name.

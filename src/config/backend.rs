@@ -37,6 +37,14 @@ impl BackendConfig {
             BackendConfig::Local(_) => "local",
         }
     }
+    /// The concurrency limit of a cloud backend (a local one has its queue).
+    pub fn max_concurrency(&self) -> Option<usize> {
+        match self {
+            BackendConfig::Openai(c) => Some(c.max_concurrency),
+            BackendConfig::Anthropic(c) => Some(c.max_concurrency),
+            BackendConfig::Local(_) => None,
+        }
+    }
     /// The cloud part of the config; `None` for the local backend.
     pub fn cloud(&self) -> Option<Cloud<'_>> {
         match self {
@@ -59,6 +67,10 @@ pub struct OpenAiConfig {
     pub timeouts: Timeouts,
     #[serde(default)]
     pub retries: Retries,
+    /// Requests in flight to this backend at most (streams count until they
+    /// end); one more is shed at once: to the fallback, else 503.
+    #[serde(default = "cloud_max_concurrency")]
+    pub max_concurrency: usize,
     pub models: BTreeMap<String, ModelConfig>,
 }
 
@@ -86,6 +98,9 @@ pub struct AnthropicConfig {
     pub timeouts: Timeouts,
     #[serde(default)]
     pub retries: Retries,
+    /// As for OpenAI-compatible backends.
+    #[serde(default = "cloud_max_concurrency")]
+    pub max_concurrency: usize,
     pub models: BTreeMap<String, ModelConfig>,
 }
 
@@ -124,6 +139,9 @@ fn anthropic_base_url() -> String {
 }
 fn anthropic_version() -> String {
     "2023-06-01".into()
+}
+fn cloud_max_concurrency() -> usize {
+    512
 }
 fn cloud_max_tokens() -> u64 {
     4096

@@ -300,6 +300,11 @@ fn check_backend(bname: &str, b: &BackendConfig, errors: &mut Vec<String>) {
             ));
         }
     }
+    if b.max_concurrency() == Some(0) {
+        errors.push(format!(
+            "`backends.{bname}.max_concurrency`: must be >= 1 (leave it out for the default, 512)"
+        ));
+    }
     match b {
         BackendConfig::Openai(_) => {}
         BackendConfig::Anthropic(c) => {

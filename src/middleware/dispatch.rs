@@ -136,6 +136,19 @@ fn native_only(req: &ParsedRequest, backend: &Backend, target: &Target) -> Optio
     })
 }
 
+/// The refusal of a backend at its concurrency limit.
+fn shed(backend: &str, max: usize) -> DispatchError {
+    DispatchError::retryable(
+        "overloaded",
+        GatewayError::Overloaded {
+            message: format!(
+                "backend `{backend}` is at its concurrency limit ({max} requests in flight)"
+            ),
+            retry_after: Some(Duration::from_secs(1)),
+        },
+    )
+}
+
 impl Dispatch {
     /// Walk the targets; `notes` gets one line per fallback taken.
     async fn run(
@@ -153,9 +166,23 @@ impl Dispatch {
                 continue;
             };
             let upstream_name = model.upstream_name.as_deref().unwrap_or(&target.model);
-            let outcome = match native_only(req, backend, target) {
+            let mut outcome = match native_only(req, backend, target) {
                 Some(e) => Err(e),
                 None => backend.availability(),
+            };
+            // A backend at its concurrency limit sheds the request at once
+            // (checked before the breaker, which may let this one through
+            // as its probe and must then hear how it went).
+            let limit = self.backends.limit(&target.backend);
+            let permit = match (&outcome, limit) {
+                (Ok(()), Some(l)) => match l.try_acquire() {
+                    Some(p) => Some(p),
+                    None => {
+                        outcome = Err(shed(&target.backend, l.max()));
+                        None
+                    }
+                },
+                _ => None,
             };
             // An open circuit answers at once: no timeout waited for.
             let breaker = self.backends.breaker(&target.backend);
@@ -183,7 +210,13 @@ impl Dispatch {
                     .set(b.state().code());
             }
             let err = match outcome {
-                Ok(reply) => return Ok((i, backend.kind(), reply)),
+                Ok(reply) => {
+                    let reply = match permit {
+                        Some(p) => p.hold(reply),
+                        None => reply,
+                    };
+                    return Ok((i, backend.kind(), reply));
+                }
                 Err(e) => e,
             };
             self.metrics

@@ -110,6 +110,17 @@ pub async fn complete(app: &Router, body: &serde_json::Value) -> Reply {
     send(app, post_json("/v1/chat/completions", body)).await
 }
 
+/// The value of the `/metrics` line that starts with `line` (series name
+/// and labels), or "" when there is none.
+pub async fn metric(app: &Router, line: &str) -> String {
+    let m = send(app, Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .body;
+    m.lines()
+        .find_map(|l| l.strip_prefix(line).map(|v| v.trim().to_string()))
+        .unwrap_or_default()
+}
+
 /// A mock OpenAI upstream answering every chat completion with `content`
 /// (9 prompt tokens, `completion` completion tokens).
 pub async fn openai_upstream(content: &str, completion: u64) -> wiremock::MockServer {
