@@ -631,3 +631,65 @@ fn shipped_policies_load_and_check_catches_mistakes() {
         assert!(e.contains(needle), "want `{needle}` in: {e}");
     }
 }
+
+/// `defaults:` on a model fills what a request leaves out — and only that —
+/// in the body sent upstream, for both client APIs.
+#[tokio::test]
+async fn model_defaults_fill_only_what_the_request_left_out() {
+    let server = mock().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("m", "ok")))
+        .mount(&server)
+        .await;
+    let url = format!("{}/v1", server.uri());
+    let yaml = policy("").replace(
+        "gpt-4o-mini: { input_per_mtok: 0.15, output_per_mtok: 0.60 }",
+        "gpt-4o-mini: { input_per_mtok: 0.15, output_per_mtok: 0.60, defaults: { temperature: 0.2, top_p: 0.9, max_tokens: 77 } }",
+    );
+    let app = slmgate::app(state(
+        &yaml,
+        &[("TEST_OPENAI_KEY", SECRET), ("TEST_OPENAI_URL", &url)],
+    ));
+    let bare = complete(&app, &chat("gpt-4o-mini", "hi")).await;
+    assert_eq!(bare.status, 200, "{}", bare.body);
+    let mut own = chat("gpt-4o-mini", "hi");
+    own["temperature"] = json!(1.0);
+    own["max_completion_tokens"] = json!(5);
+    assert_eq!(complete(&app, &own).await.status, 200);
+    let other = complete(&app, &chat("gpt-4o", "hi")).await;
+    assert_eq!(other.status, 200);
+    let anthropic = json!({"model": "gpt-4o-mini", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(
+        send(&app, post_json("/v1/messages", &anthropic))
+            .await
+            .status,
+        200
+    );
+
+    let sent: Vec<Value> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(sent.len(), 4);
+    assert_eq!(
+        (
+            &sent[0]["temperature"],
+            &sent[0]["top_p"],
+            &sent[0]["max_tokens"]
+        ),
+        (&json!(0.2), &json!(0.9), &json!(77))
+    );
+    assert_eq!(sent[1]["temperature"], 1.0, "the client's own choice wins");
+    assert_eq!(sent[1]["top_p"], 0.9);
+    assert_eq!(sent[1]["max_completion_tokens"], 5);
+    assert!(sent[1].get("max_tokens").is_none(), "{}", sent[1]);
+    assert!(
+        sent[2].get("temperature").is_none(),
+        "gpt-4o has no defaults"
+    );
+    assert_eq!(sent[3]["temperature"], 0.2);
+    assert_eq!(sent[3]["max_tokens"], 9);
+}

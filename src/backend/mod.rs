@@ -6,6 +6,7 @@
 
 pub mod anthropic;
 pub mod breaker;
+pub mod defaults;
 pub mod http;
 pub mod limit;
 pub mod local;

@@ -217,6 +217,19 @@ pub struct ModelConfig {
     pub aliases: Vec<String>,
     /// Model name sent upstream, when it differs from the id clients use.
     pub upstream_name: Option<String>,
+    /// Sampling for the fields a request leaves out.
+    pub defaults: Option<SamplingDefaults>,
+}
+
+/// A model's default sampling (`defaults:` on a model entry): used only for
+/// the fields a request leaves out, so a bare request gets the model's best
+/// behaviour and a client's own choice always wins.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingDefaults {
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub max_tokens: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -11,7 +11,7 @@ pub mod validate;
 
 pub use backend::{
     AnthropicConfig, BackendConfig, Cloud, LocalConfig, ModelConfig, OpenAiConfig, Overflow,
-    Retries, Timeouts,
+    Retries, SamplingDefaults, Timeouts,
 };
 pub use cache::{CacheConfig, CacheMode, ExactCacheConfig, SemanticCacheConfig};
 pub use keys::{FailMode, KeyConfig, OnBudgetExhausted, StateConfig};

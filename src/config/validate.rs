@@ -43,6 +43,16 @@ pub fn validate(p: &Policy) -> Result<(), String> {
                     "`backends.{bname}.models.{mname}`: prices must be >= 0 (USD per million tokens)"
                 ));
             }
+            if let Some(d) = &m.defaults {
+                let bad = d.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t))
+                    || d.top_p.is_some_and(|p| !(0.0..=1.0).contains(&p))
+                    || d.max_tokens == Some(0);
+                if bad {
+                    errors.push(format!(
+                        "`backends.{bname}.models.{mname}.defaults`: temperature in [0, 2], top_p in [0, 1], max_tokens >= 1"
+                    ));
+                }
+            }
             for id in std::iter::once(mname).chain(m.aliases.iter()) {
                 let here = format!("backends.{bname}.models.{mname}");
                 if let Some(prev) = ids.insert(id.clone(), here.clone()) {

@@ -198,7 +198,16 @@ impl Dispatch {
             });
             let called = outcome.is_ok();
             let outcome = match outcome {
-                Ok(()) => backend.chat(req, upstream_name).await,
+                Ok(()) => {
+                    // The model's default sampling, for what the client left out.
+                    let defaulted = model
+                        .defaults
+                        .as_ref()
+                        .and_then(|d| crate::backend::defaults::apply(d, req));
+                    backend
+                        .chat(defaulted.as_ref().unwrap_or(req), upstream_name)
+                        .await
+                }
                 Err(e) => Err(e),
             };
             if let (Some(b), true) = (breaker, called) {

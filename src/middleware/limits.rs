@@ -123,7 +123,8 @@ struct CountTokens {
 
 impl Settle for CountTokens {
     fn settle(&self, usage: Usage, _cost: Decimal) {
-        let tokens = usage.prompt_tokens + usage.completion_tokens;
+        // Saturating: the counts are the upstream's word.
+        let tokens = usage.prompt_tokens.saturating_add(usage.completion_tokens);
         if tokens == 0 || self.shared.store.add_tokens_local(&self.name, tokens) {
             return;
         }

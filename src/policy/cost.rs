@@ -82,6 +82,7 @@ mod tests {
             output_per_mtok: Decimal::from_str(o).expect("dec"),
             aliases: vec![],
             upstream_name: None,
+            defaults: None,
         }
     }
 

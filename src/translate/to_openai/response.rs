@@ -6,6 +6,7 @@ use crate::translate::finish_reason;
 use serde_json::{json, Value};
 
 /// Anthropic usage -> ours (cache reads and writes are input tokens too).
+/// Sums saturate: the counts are the upstream's word, and may be absurd.
 pub fn usage(u: Option<&Value>) -> Usage {
     let tok = |k: &str| {
         u.and_then(|u| u.get(k))
@@ -14,8 +15,8 @@ pub fn usage(u: Option<&Value>) -> Usage {
     };
     Usage {
         prompt_tokens: tok("input_tokens")
-            + tok("cache_creation_input_tokens")
-            + tok("cache_read_input_tokens"),
+            .saturating_add(tok("cache_creation_input_tokens"))
+            .saturating_add(tok("cache_read_input_tokens")),
         completion_tokens: tok("output_tokens"),
     }
 }
@@ -39,7 +40,7 @@ pub fn track_usage(u: &mut Usage, event: &Value) {
 }
 
 pub(super) fn usage_json(u: Usage) -> Value {
-    json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.prompt_tokens + u.completion_tokens})
+    json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.prompt_tokens.saturating_add(u.completion_tokens)})
 }
 
 /// Anthropic message -> OpenAI chat.completion (and its usage).
