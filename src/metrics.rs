@@ -24,6 +24,7 @@ pub const CACHE_SAVED_USD_TOTAL: &str = "slmgate_cache_saved_usd_total";
 pub const PII_FOUND_TOTAL: &str = "slmgate_pii_detected_total";
 pub const CIRCUIT_STATE: &str = "slmgate_circuit_state";
 pub const BACKEND_IN_FLIGHT: &str = "slmgate_backend_in_flight";
+pub const REPLICAS_HEALTHY: &str = "slmgate_backend_replicas_healthy";
 pub const PII_ACTIONS_TOTAL: &str = "slmgate_pii_actions_total";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "slmgate_upstream_errors_total";
 pub const LOCAL_QUEUE_DEPTH: &str = "slmgate_local_queue_depth";
@@ -63,6 +64,8 @@ pub struct Metrics {
     pub circuit: prometheus::IntGaugeVec,
     /// Requests in flight per cloud backend (streams until they end).
     pub backend_in_flight: prometheus::IntGaugeVec,
+    /// Replicas in rotation per self-hosted backend.
+    pub replicas_healthy: prometheus::IntGaugeVec,
     /// Personal or secret data found in requests, by kind (never the data).
     pub pii_found: IntCounterVec,
     /// Requests a `pii` rule acted on, by action (local|redact|reject).
@@ -169,6 +172,14 @@ impl Metrics {
             &["backend"],
         )?;
         registry.register(Box::new(backend_in_flight.clone()))?;
+        let replicas_healthy = prometheus::IntGaugeVec::new(
+            Opts::new(
+                REPLICAS_HEALTHY,
+                "Replicas in rotation per self-hosted backend (the rest are ejected)",
+            ),
+            &["backend"],
+        )?;
+        registry.register(Box::new(replicas_healthy.clone()))?;
         let cache_bytes = prometheus::IntGaugeVec::new(
             Opts::new(CACHE_BYTES, "Bytes held by a response cache"),
             &["cache"],
@@ -277,6 +288,7 @@ impl Metrics {
             cache_bytes,
             circuit,
             backend_in_flight,
+            replicas_healthy,
             pii_found: counter(
                 PII_FOUND_TOTAL,
                 "Personal or secret data found in requests, by kind",

@@ -172,10 +172,23 @@ pub async fn readyz(State(state): AppRef) -> Response {
         .into_iter()
         .map(|(n, s)| (n.to_string(), s.as_str().into()))
         .collect();
+    // Ejected replicas are detail too, while one is left.
+    let replicas: serde_json::Map<String, serde_json::Value> = state
+        .backends
+        .replicas()
+        .into_iter()
+        .map(|(n, (healthy, total))| {
+            (
+                n.to_string(),
+                serde_json::json!({"healthy": healthy, "total": total}),
+            )
+        })
+        .collect();
     match state.ready() {
-        Ok(()) => {
-            axum::Json(serde_json::json!({"status": "ready", "circuits": circuits})).into_response()
-        }
+        Ok(()) => axum::Json(
+            serde_json::json!({"status": "ready", "circuits": circuits, "replicas": replicas}),
+        )
+        .into_response(),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(

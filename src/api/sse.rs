@@ -8,6 +8,9 @@ use bytes::{Bytes, BytesMut};
 #[derive(Default)]
 pub struct EventSplitter {
     buf: BytesMut,
+    /// How far `buf` is known to hold no event end (so a large event
+    /// arriving in small pieces is scanned once, not once per piece).
+    scanned: usize,
 }
 
 impl EventSplitter {
@@ -16,22 +19,27 @@ impl EventSplitter {
     pub fn push(&mut self, chunk: &[u8]) -> Vec<Bytes> {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
-        while let Some(end) = find_event_end(&self.buf) {
+        // An end ("\n\n" or "\n\r\n") may start up to 2 bytes back.
+        let mut from = self.scanned.saturating_sub(2);
+        while let Some(end) = find_event_end(&self.buf, from) {
             out.push(self.buf.split_to(end).freeze());
+            from = 0;
         }
+        self.scanned = self.buf.len();
         out
     }
 
     /// Whatever is left when the upstream closed (an event without its blank line).
     pub fn finish(&mut self) -> Option<Bytes> {
+        self.scanned = 0;
         let rest = self.buf.split().freeze();
         (!rest.iter().all(u8::is_ascii_whitespace)).then_some(rest)
     }
 }
 
-/// Index just past the first "\n\n" or "\r\n\r\n".
-fn find_event_end(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
+/// Index just past the first "\n\n" or "\r\n\r\n" starting at or after `from`.
+fn find_event_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
     while i + 1 < buf.len() {
         if buf[i] == b'\n' {
             if buf[i + 1] == b'\n' {

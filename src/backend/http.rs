@@ -5,6 +5,7 @@
 //! a stream pump that maps upstream SSE events to client-ready OpenAI events
 //! (a failure after the head ends the stream with the error itself).
 
+use super::replicas::{Lease, Replicas};
 use super::{DispatchError, EventStream, UsageCell};
 use crate::api::sse::EventSplitter;
 use crate::api::ApiFormat;
@@ -24,7 +25,8 @@ pub struct Upstream {
     key_env: String,
     /// Auth plus fixed headers; `Err` says why the backend is unavailable.
     headers: Result<HeaderMap, String>,
-    url: String,
+    /// Where requests go: one base URL, or a self-hosted server's replicas.
+    replicas: Arc<Replicas>,
     timeouts: Timeouts,
     retries: Retries,
     client: reqwest::Client,
@@ -43,6 +45,8 @@ pub struct Sent {
     pub resp: reqwest::Response,
     pub started: Instant,
     pub deadline: Instant,
+    /// The replica answering, counted busy until the answer is read.
+    lease: Lease,
 }
 
 /// Maps one upstream SSE event to client-ready events; an error is the
@@ -79,21 +83,31 @@ impl Upstream {
         format: ApiFormat,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, String> {
-        let headers = match env(cfg.api_key_env).filter(|k| !k.trim().is_empty()) {
+        let fixed_only = || {
+            let mut h = HeaderMap::new();
+            for (n, v) in fixed {
+                if let Ok(v) = HeaderValue::from_str(v) {
+                    h.insert(n.clone(), v);
+                }
+            }
+            h
+        };
+        let key = match cfg.api_key_env {
+            // A self-hosted server without auth (validated).
+            "" => Some(None),
+            var => env(var).filter(|k| !k.trim().is_empty()).map(Some),
+        };
+        let headers = match key {
+            Some(None) => Ok(fixed_only()),
             None => Err(format!(
                 "backend `{name}` is unavailable: the environment variable {} is not set",
                 cfg.api_key_env
             )),
-            Some(k) => HeaderValue::from_str(&format!("{}{k}", auth.prefix))
+            Some(Some(k)) => HeaderValue::from_str(&format!("{}{k}", auth.prefix))
                 .map(|mut v| {
                     v.set_sensitive(true);
-                    let mut h = HeaderMap::new();
+                    let mut h = fixed_only();
                     h.insert(auth.header, v);
-                    for (n, v) in fixed {
-                        if let Ok(v) = HeaderValue::from_str(v) {
-                            h.insert(n.clone(), v);
-                        }
-                    }
                     h
                 })
                 .map_err(|_| {
@@ -103,12 +117,17 @@ impl Upstream {
                     )
                 }),
         };
-        let base = cfg
-            .base_url_env
-            .and_then(env)
-            .filter(|u| !u.trim().is_empty())
-            .or_else(|| cfg.base_url.map(str::to_string))
-            .ok_or_else(|| format!("backend `{name}`: no base URL (set `base_url` or the env var in `base_url_env`)"))?;
+        let bases = if cfg.base_urls.is_empty() {
+            let base = cfg
+                .base_url_env
+                .and_then(env)
+                .filter(|u| !u.trim().is_empty())
+                .or_else(|| cfg.base_url.map(str::to_string))
+                .ok_or_else(|| format!("backend `{name}`: no base URL (set `base_url` or the env var in `base_url_env`)"))?;
+            vec![base]
+        } else {
+            cfg.base_urls.to_vec()
+        };
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(cfg.timeouts.connect_ms))
             .pool_idle_timeout(Duration::from_secs(90))
@@ -116,11 +135,13 @@ impl Upstream {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| format!("backend `{name}`: HTTP client: {e}"))?;
+        let replicas = Replicas::new(&bases, path, cfg.eject.clone());
+        replicas.start_probes(client.clone());
         Ok(Self {
             name: name.to_string(),
             key_env: cfg.api_key_env.to_string(),
             headers,
-            url: format!("{}{path}", base.trim_end_matches('/')),
+            replicas,
             timeouts: cfg.timeouts.clone(),
             retries: cfg.retries.clone(),
             client,
@@ -136,6 +157,23 @@ impl Upstream {
 
     pub fn availability(&self) -> Result<(), DispatchError> {
         self.headers().map(|_| ())
+    }
+
+    pub fn replicas(&self) -> &Arc<Replicas> {
+        &self.replicas
+    }
+
+    /// After a failed attempt on replica `index`: whether another replica,
+    /// not tried yet for this request, can be tried at once.
+    fn failover(&self, tried: &mut Vec<usize>, index: usize, deadline: Instant) -> bool {
+        if !tried.contains(&index) {
+            tried.push(index);
+        }
+        let more = tried.len() < self.replicas.len() && Instant::now() < deadline;
+        if more {
+            tracing::debug!(backend = %self.name, replica = index, "trying another replica");
+        }
+        more
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -166,10 +204,13 @@ impl Upstream {
         let started = Instant::now();
         let deadline = started + Duration::from_millis(self.timeouts.total_ms);
         let mut attempt = 0;
+        let mut tried = Vec::new();
         loop {
+            let lease = self.replicas.pick(&tried);
+            let index = lease.index;
             let send = self
                 .client
-                .post(&self.url)
+                .post(lease.url())
                 .headers(headers.clone())
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .header(
@@ -183,88 +224,100 @@ impl Upstream {
                 .body(body.clone())
                 .send();
             let first_byte = Duration::from_millis(self.timeouts.first_byte_ms);
-            let (reason, msg, status, retry_after) =
-                match tokio::time::timeout(first_byte, send).await {
-                    Err(_) => {
-                        return Err(DispatchError::retryable(
-                            "timeout",
-                            GatewayError::UpstreamTimeout(format!(
-                                "backend `{}` sent no response head within {} ms",
-                                self.name, self.timeouts.first_byte_ms
-                            )),
-                        ))
-                    }
-                    Ok(Err(e)) if e.is_connect() => (
-                        "connect",
-                        format!("cannot connect to backend `{}`", self.name),
-                        None,
-                        None,
-                    ),
-                    Ok(Err(e)) => {
-                        return Err(DispatchError::retryable(
-                            "transport",
-                            GatewayError::UpstreamFailed(format!(
-                                "backend `{}` request failed: {}",
-                                self.name,
-                                without_url(&e)
-                            )),
-                        ))
-                    }
-                    Ok(Ok(r)) if r.status().is_success() => {
-                        return Ok(Sent {
-                            resp: r,
-                            started,
-                            deadline,
-                        })
-                    }
-                    Ok(Ok(r))
-                        if r.status() == StatusCode::TOO_MANY_REQUESTS
-                            || r.status().is_server_error() =>
-                    {
-                        let s = r.status();
-                        (
-                            if s == StatusCode::TOO_MANY_REQUESTS {
-                                "rate_limited"
-                            } else {
-                                "upstream_status"
-                            },
-                            format!("backend `{}` answered {s}", self.name),
-                            Some(s),
-                            retry_after_header(r.headers()),
-                        )
-                    }
-                    Ok(Ok(r))
-                        if r.status() == StatusCode::UNAUTHORIZED
-                            || r.status() == StatusCode::FORBIDDEN =>
-                    {
-                        return Err(DispatchError::retryable(
-                            "auth",
-                            GatewayError::UpstreamFailed(format!(
-                                "backend `{}` rejected the gateway's credentials ({}); check {}",
-                                self.name,
-                                r.status(),
-                                self.key_env
-                            )),
-                        ))
-                    }
-                    Ok(Ok(r)) => {
-                        // The upstream's own words about the client's request.
-                        let status = r.status();
-                        let body = tokio::time::timeout_at(deadline, r.bytes())
-                            .await
-                            .ok()
-                            .and_then(Result::ok)
-                            .unwrap_or_default();
-                        return Err(DispatchError::fatal(
-                            "client_error",
-                            GatewayError::UpstreamClientError {
-                                status,
-                                body,
-                                format: self.format,
-                            },
-                        ));
-                    }
-                };
+            let outcome = tokio::time::timeout(first_byte, send).await;
+            // Passive health: a replica that answered (below 500) is up.
+            let up = matches!(&outcome, Ok(Ok(r)) if !r.status().is_server_error());
+            self.replicas.record(index, up);
+            let (reason, msg, status, retry_after) = match outcome {
+                Err(_) if self.failover(&mut tried, index, deadline) => continue,
+                Err(_) => {
+                    return Err(DispatchError::retryable(
+                        "timeout",
+                        GatewayError::UpstreamTimeout(format!(
+                            "backend `{}` sent no response head within {} ms",
+                            self.name, self.timeouts.first_byte_ms
+                        )),
+                    ))
+                }
+                Ok(Err(e)) if e.is_connect() && self.failover(&mut tried, index, deadline) => {
+                    continue
+                }
+                Ok(Err(e)) if e.is_connect() => (
+                    "connect",
+                    format!("cannot connect to backend `{}`", self.name),
+                    None,
+                    None,
+                ),
+                // Reset before the head: another replica may answer.
+                Ok(Err(_)) if self.failover(&mut tried, index, deadline) => continue,
+                Ok(Err(e)) => {
+                    return Err(DispatchError::retryable(
+                        "transport",
+                        GatewayError::UpstreamFailed(format!(
+                            "backend `{}` request failed: {}",
+                            self.name,
+                            without_url(&e)
+                        )),
+                    ))
+                }
+                Ok(Ok(r)) if r.status().is_success() => {
+                    return Ok(Sent {
+                        resp: r,
+                        started,
+                        deadline,
+                        lease,
+                    })
+                }
+                Ok(Ok(r))
+                    if r.status() == StatusCode::TOO_MANY_REQUESTS
+                        || r.status().is_server_error() =>
+                {
+                    let s = r.status();
+                    // The retry prefers another replica.
+                    tried.push(index);
+                    (
+                        if s == StatusCode::TOO_MANY_REQUESTS {
+                            "rate_limited"
+                        } else {
+                            "upstream_status"
+                        },
+                        format!("backend `{}` answered {s}", self.name),
+                        Some(s),
+                        retry_after_header(r.headers()),
+                    )
+                }
+                Ok(Ok(r))
+                    if r.status() == StatusCode::UNAUTHORIZED
+                        || r.status() == StatusCode::FORBIDDEN =>
+                {
+                    return Err(DispatchError::retryable(
+                        "auth",
+                        GatewayError::UpstreamFailed(format!(
+                            "backend `{}` rejected the gateway's credentials ({}); check {}",
+                            self.name,
+                            r.status(),
+                            self.key_env
+                        )),
+                    ))
+                }
+                Ok(Ok(r)) => {
+                    // The upstream's own words about the client's request.
+                    let status = r.status();
+                    let body = tokio::time::timeout_at(deadline, r.bytes())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .unwrap_or_default();
+                    return Err(DispatchError::fatal(
+                        "client_error",
+                        GatewayError::UpstreamClientError {
+                            status,
+                            body,
+                            format: self.format,
+                        },
+                    ));
+                }
+            };
             // The upstream's `Retry-After`, when it gave one, is the
             // shortest wait; one longer than `max_backoff_ms` is not waited
             // for here (the fallback, or the client, takes it from there).
@@ -350,8 +403,15 @@ impl Upstream {
     ) -> EventStream {
         let idle = Duration::from_millis(self.timeouts.idle_ms);
         let name = self.name.clone();
-        let Sent { resp, deadline, .. } = sent;
+        let Sent {
+            resp,
+            deadline,
+            lease,
+            ..
+        } = sent;
         let s = async_stream::stream! {
+            // The replica stays counted busy while its stream runs.
+            let _lease = lease;
             let mut body = resp.bytes_stream();
             let mut splitter = EventSplitter::default();
             let mut failure = None;

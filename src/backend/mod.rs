@@ -11,6 +11,7 @@ pub mod http;
 pub mod limit;
 pub mod local;
 pub mod openai;
+pub mod replicas;
 pub mod sse;
 pub mod stop;
 
@@ -128,8 +129,10 @@ impl Backend {
         }
     }
 
+    /// `local` for the in-process model and self-hosted servers.
     pub fn kind(&self) -> &'static str {
         match self {
+            Backend::OpenAi(b) if b.self_hosted => "local",
             Backend::OpenAi(_) => "openai",
             Backend::Anthropic(_) => "anthropic",
             Backend::Local(_) => "local",
@@ -186,7 +189,13 @@ impl Backend {
     ) -> Result<Backend, String> {
         Ok(match cfg {
             BackendConfig::Openai(c) => {
-                Backend::OpenAi(openai::OpenAiBackend::new(name, &c.cloud(), &*env.env)?)
+                let mut b = openai::OpenAiBackend::new(name, &c.cloud(), &*env.env)?;
+                b.self_hosted = c.self_hosted;
+                if c.self_hosted || c.base_urls.len() > 1 {
+                    b.replicas()
+                        .attach_gauge(metrics.replicas_healthy.with_label_values(&[name]));
+                }
+                Backend::OpenAi(b)
             }
             BackendConfig::Anthropic(c) => {
                 Backend::Anthropic(anthropic::AnthropicBackend::new(name, c, &*env.env)?)
@@ -291,6 +300,19 @@ impl Backends {
     /// A cloud backend's concurrency limit.
     pub fn limit(&self, name: &str) -> Option<&Arc<limit::Limit>> {
         self.limits.get(name)
+    }
+
+    /// Healthy and total replicas of every self-hosted or multi-replica backend.
+    pub fn replicas(&self) -> std::collections::BTreeMap<&str, (usize, usize)> {
+        self.map
+            .iter()
+            .filter_map(|(n, b)| match &**b {
+                Backend::OpenAi(o) if o.self_hosted || o.replicas().len() > 1 => {
+                    Some((n.as_str(), (o.replicas().healthy(), o.replicas().len())))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// Every breaker's state, by backend name.

@@ -16,6 +16,8 @@ use serde_json::Value;
 
 pub struct OpenAiBackend {
     up: Upstream,
+    /// The local tier on another machine (`self_hosted: true`).
+    pub self_hosted: bool,
 }
 
 /// What a whole answer is read for: valid JSON, and its usage (read
@@ -104,11 +106,18 @@ impl OpenAiBackend {
             ApiFormat::OpenAi,
             env,
         )?;
-        Ok(Self { up })
+        Ok(Self {
+            up,
+            self_hosted: false,
+        })
     }
 
     pub fn availability(&self) -> Result<(), DispatchError> {
         self.up.availability()
+    }
+
+    pub fn replicas(&self) -> &std::sync::Arc<super::replicas::Replicas> {
+        self.up.replicas()
     }
 
     fn body(&self, req: &ParsedRequest, model: &str) -> Result<Bytes, DispatchError> {

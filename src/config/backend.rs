@@ -15,9 +15,13 @@ pub enum BackendConfig {
 
 /// What every cloud backend's config has: where and how to send.
 pub struct Cloud<'a> {
+    /// Empty: no key is sent (a self-hosted server without auth).
     pub api_key_env: &'a str,
     pub base_url_env: Option<&'a str>,
     pub base_url: Option<&'a str>,
+    /// Several replicas of one server (instead of `base_url`).
+    pub base_urls: &'a [String],
+    pub eject: &'a Eject,
     pub timeouts: &'a Timeouts,
     pub retries: &'a Retries,
 }
@@ -35,6 +39,14 @@ impl BackendConfig {
             BackendConfig::Openai(_) => "openai",
             BackendConfig::Anthropic(_) => "anthropic",
             BackendConfig::Local(_) => "local",
+        }
+    }
+    /// Whether the backend is the local tier: in-process, or self-hosted.
+    pub fn is_local(&self) -> bool {
+        match self {
+            BackendConfig::Openai(c) => c.self_hosted,
+            BackendConfig::Anthropic(_) => false,
+            BackendConfig::Local(_) => true,
         }
     }
     /// The concurrency limit of a cloud backend (a local one has its queue).
@@ -58,11 +70,24 @@ impl BackendConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OpenAiConfig {
-    /// Environment variable holding the API key (never logged).
+    /// Environment variable holding the API key (never logged); may be left
+    /// out for a self-hosted server that wants none.
+    #[serde(default)]
     pub api_key_env: String,
     /// Environment variable that overrides `base_url` when set.
     pub base_url_env: Option<String>,
     pub base_url: Option<String>,
+    /// Replicas of one self-hosted server (vLLM, SGLang, llama-server,
+    /// Ollama, TGI, another slmgate), balanced by least outstanding requests.
+    #[serde(default)]
+    pub base_urls: Vec<String>,
+    /// A server of our own (the local tier on other machines): counts as
+    /// local in routing, metrics and the `x-slmgate-backend-kind` header.
+    #[serde(default)]
+    pub self_hosted: bool,
+    /// When a replica is taken out of rotation, and for how long.
+    #[serde(default)]
+    pub eject: Eject,
     #[serde(default)]
     pub timeouts: Timeouts,
     #[serde(default)]
@@ -110,6 +135,8 @@ impl OpenAiConfig {
             api_key_env: &self.api_key_env,
             base_url_env: self.base_url_env.as_deref(),
             base_url: self.base_url.as_deref(),
+            base_urls: &self.base_urls,
+            eject: &self.eject,
             timeouts: &self.timeouts,
             retries: &self.retries,
         }
@@ -122,6 +149,8 @@ impl AnthropicConfig {
             api_key_env: &self.api_key_env,
             base_url_env: self.base_url_env.as_deref(),
             base_url: Some(&self.base_url),
+            base_urls: &[],
+            eject: &NO_EJECT,
             timeouts: &self.timeouts,
             retries: &self.retries,
         }
@@ -253,6 +282,34 @@ impl Default for Timeouts {
         }
     }
 }
+
+/// Passive health of a backend's replicas (`base_urls`): a replica that
+/// fails `failures` times in a row (connect errors, resets, timeouts, 5xx)
+/// is ejected for `secs`, doubled at each ejection in a row up to
+/// `max_secs`, and probed (`GET <base>/models`) before it takes requests again.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Eject {
+    pub failures: u32,
+    pub secs: f64,
+    pub max_secs: f64,
+}
+
+impl Default for Eject {
+    fn default() -> Self {
+        Eject {
+            failures: 3,
+            secs: 5.0,
+            max_secs: 60.0,
+        }
+    }
+}
+
+static NO_EJECT: Eject = Eject {
+    failures: 3,
+    secs: 5.0,
+    max_secs: 60.0,
+};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]

@@ -10,7 +10,7 @@ mod target;
 pub mod validate;
 
 pub use backend::{
-    AnthropicConfig, BackendConfig, Cloud, LocalConfig, ModelConfig, OpenAiConfig, Overflow,
+    AnthropicConfig, BackendConfig, Cloud, Eject, LocalConfig, ModelConfig, OpenAiConfig, Overflow,
     Retries, SamplingDefaults, Timeouts,
 };
 pub use cache::{CacheConfig, CacheMode, ExactCacheConfig, SemanticCacheConfig};

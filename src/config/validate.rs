@@ -160,7 +160,7 @@ pub fn validate(p: &Policy) -> Result<(), String> {
             Some(t) => {
                 check_target("shadow.target", t, &mut errors);
                 let backend = t.split('/').next().unwrap_or("");
-                if p.backends.get(backend).is_some_and(|b| b.kind() == "local") {
+                if p.backends.get(backend).is_some_and(|b| b.is_local()) {
                     errors.push(format!(
                         "`shadow.target`: `{t}` is local; shadow against a cloud model"
                     ));
@@ -281,22 +281,39 @@ fn check_keys(p: &Policy, ids: &BTreeMap<String, String>, errors: &mut Vec<Strin
 
 fn check_backend(bname: &str, b: &BackendConfig, errors: &mut Vec<String>) {
     if let Some(c) = b.cloud() {
-        if c.api_key_env.trim().is_empty() {
+        if c.api_key_env.trim().is_empty() && !b.is_local() {
             errors.push(format!(
-                "`backends.{bname}.api_key_env`: name the environment variable that holds the API key, e.g. OPENAI_API_KEY"
+                "`backends.{bname}.api_key_env`: name the environment variable that holds the API key, e.g. OPENAI_API_KEY (only a `self_hosted: true` backend may go without)"
             ));
         }
-        if c.base_url.is_none() && c.base_url_env.is_none() {
+        let replicas = !c.base_urls.is_empty();
+        if c.base_url.is_none() && c.base_url_env.is_none() && !replicas {
             errors.push(format!(
-                "`backends.{bname}`: set `base_url` (e.g. https://api.openai.com/v1) or `base_url_env`"
+                "`backends.{bname}`: set `base_url` (e.g. https://api.openai.com/v1), `base_url_env` or `base_urls`"
             ));
         }
-        if let Some(u) = c.base_url {
+        if replicas && (c.base_url.is_some() || c.base_url_env.is_some()) {
+            errors.push(format!(
+                "`backends.{bname}`: `base_urls` lists every replica; leave out `base_url` and `base_url_env`"
+            ));
+        }
+        for (field, u) in c
+            .base_url
+            .iter()
+            .map(|u| ("base_url", *u))
+            .chain(c.base_urls.iter().map(|u| ("base_urls", u.as_str())))
+        {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
                 errors.push(format!(
-                    "`backends.{bname}.base_url`: `{u}` must start with http:// or https://"
+                    "`backends.{bname}.{field}`: `{u}` must start with http:// or https://"
                 ));
             }
+        }
+        let e = c.eject;
+        if e.failures == 0 || e.secs.is_nan() || e.secs <= 0.0 || e.max_secs < e.secs {
+            errors.push(format!(
+                "`backends.{bname}.eject`: failures >= 1, secs > 0, max_secs >= secs"
+            ));
         }
         let t = c.timeouts;
         if t.connect_ms == 0 || t.first_byte_ms == 0 || t.idle_ms == 0 || t.total_ms == 0 {

@@ -137,12 +137,12 @@ impl Routing {
     }
 }
 
-/// Whether `t` is on a local backend ($0, in-process).
+/// Whether `t` is on the local tier: in-process, or a self-hosted server.
 pub fn is_local(policy: &Policy, t: &Target) -> bool {
-    matches!(
-        policy.backends.get(&t.backend),
-        Some(crate::config::BackendConfig::Local(_))
-    )
+    policy
+        .backends
+        .get(&t.backend)
+        .is_some_and(|b| b.is_local())
 }
 
 /// `d` with only its local targets (else the policy's first local model);
@@ -155,10 +155,12 @@ pub fn local_only(policy: &Policy, d: &RouteDecision) -> Option<Arc<RouteDecisio
         .cloned()
         .collect();
     if targets.is_empty() {
+        // The in-process model first, else a self-hosted one.
         let (b, cfg) = policy
             .backends
             .iter()
-            .find(|(_, c)| matches!(c, crate::config::BackendConfig::Local(_)))?;
+            .find(|(_, c)| matches!(c, crate::config::BackendConfig::Local(_)))
+            .or_else(|| policy.backends.iter().find(|(_, c)| c.is_local()))?;
         let m = cfg.models().keys().next()?;
         targets.push(Target {
             backend: b.clone(),

@@ -163,11 +163,15 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn start(policy: &str) -> Gateway {
+        Gateway::start_at(policy, free_port())
+    }
+
+    /// The same, on a given port (a restart where the last one listened).
+    pub fn start_at(policy: &str, port: u16) -> Gateway {
         use std::time::{Duration, Instant};
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("policy.yaml");
         std::fs::write(&file, policy).unwrap();
-        let port = free_port();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_slmgate"))
             .args([
                 "serve",
