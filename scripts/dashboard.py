@@ -162,6 +162,10 @@ ROWS = [
                          "backend's max_queue new ones are rejected (429) or fall back."),
         dict(title="Local backend rejections (queue full)", unit="ops", w=12,
              targets=[(rate("slmgate_upstream_errors_total", 'kind="queue_full"', by="backend"), "{{backend}}")]),
+        dict(title="Self-hosted replicas in rotation", unit="short", w=12,
+             targets=[(f"min by (backend) (slmgate_backend_replicas_healthy{sel()})", "{{backend}}")],
+             description="Replicas of self_hosted backends taking requests (the rest are ejected "
+                         "after failures in a row, until a probe lets them back)."),
     ]),
     ("Shadow sampling", [
         dict(title="Shadow agreement", unit="percentunit", w=8,

@@ -626,10 +626,44 @@ fn shipped_policies_load_and_check_catches_mistakes() {
             base.replace("input_per_mtok: 0.15", "input_per_mtok: -1"),
             "prices must be >= 0",
         ),
+        (
+            base.replace("    api_key_env: TEST_OPENAI_KEY\n", ""),
+            "only a `self_hosted: true` backend may go without",
+        ),
+        (
+            base.replace(
+                "base_url: http://127.0.0.1:9/v1",
+                "base_url: http://127.0.0.1:9/v1\n    base_urls: [http://127.0.0.1:10/v1]",
+            ),
+            "leave out `base_url` and `base_url_env`",
+        ),
+        (
+            base.replace(
+                "base_url: http://127.0.0.1:9/v1",
+                "base_url: http://127.0.0.1:9/v1\n    max_concurrency: 0",
+            ),
+            "max_concurrency",
+        ),
+        (
+            base.replace(
+                "output_per_mtok: 0.60 }",
+                "output_per_mtok: 0.60, defaults: { temperature: 3 } }",
+            ),
+            "defaults`: temperature in [0, 2]",
+        ),
     ] {
         let e = slmgate::config::Policy::from_yaml(&broken).expect_err(needle);
         assert!(e.contains(needle), "want `{needle}` in: {e}");
-    }
+    } // A self-hosted fleet: no key needed, replicas instead of one URL.
+    let fleet = base
+        .replace("api_key_env: TEST_OPENAI_KEY\n", "self_hosted: true\n")
+        .replace("    base_url_env: TEST_OPENAI_URL\n", "")
+        .replace(
+            "base_url: http://127.0.0.1:9/v1",
+            "base_urls: [http://127.0.0.1:9/v1, http://127.0.0.1:10/v1]",
+        );
+    let p = slmgate::config::Policy::from_yaml(&fleet).unwrap_or_else(|e| panic!("{e}"));
+    assert!(p.backends["openai"].is_local());
 }
 
 /// `defaults:` on a model fills what a request leaves out — and only that —

@@ -99,6 +99,15 @@ impl Breaker {
         }
     }
 
+    /// A call `allow` let through ended without an outcome (the client
+    /// left): a half-open breaker lets the next probe through.
+    pub fn abandon(&self) {
+        let mut g = self.lock();
+        if g.state == State::HalfOpen {
+            g.probing = false;
+        }
+    }
+
     /// The outcome of a call that `allow` let through.
     pub fn record(&self, ok: bool) {
         let mut g = self.lock();
@@ -127,6 +136,30 @@ impl Breaker {
             g.state = State::Open;
             g.opened_at = now;
             g.probing = false;
+        }
+    }
+}
+
+/// A call `allow` let through, until its outcome is recorded: dropped
+/// before that (the request's future dropped with its client), it gives
+/// the half-open probe back, so the breaker cannot stay stuck half-open.
+pub struct Pending<'a>(Option<&'a Breaker>);
+
+impl<'a> Pending<'a> {
+    pub fn new(b: &'a Breaker) -> Self {
+        Pending(Some(b))
+    }
+    pub fn record(mut self, ok: bool) {
+        if let Some(b) = self.0.take() {
+            b.record(ok);
+        }
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.abandon();
         }
     }
 }
@@ -162,6 +195,20 @@ mod tests {
         b.record(false);
         assert!(b.allow(), "reopened, probe again");
         b.record(true);
+        assert_eq!(b.state(), State::Closed);
+    }
+
+    #[test]
+    fn an_abandoned_probe_is_given_back() {
+        let b = Breaker::new(cfg(0));
+        for _ in 0..3 {
+            assert!(b.allow());
+            b.record(false);
+        }
+        assert!(b.allow(), "the probe");
+        drop(Pending::new(&b)); // its client left mid-call
+        assert!(b.allow(), "another probe may go");
+        Pending::new(&b).record(true);
         assert_eq!(b.state(), State::Closed);
     }
 

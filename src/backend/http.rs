@@ -224,12 +224,23 @@ impl Upstream {
                 .body(body.clone())
                 .send();
             let first_byte = Duration::from_millis(self.timeouts.first_byte_ms);
-            let outcome = tokio::time::timeout(first_byte, send).await;
-            // Passive health: a replica that answered (below 500) is up.
-            let up = matches!(&outcome, Ok(Ok(r)) if !r.status().is_server_error());
-            self.replicas.record(index, up);
+            let head_by = (Instant::now() + first_byte).min(deadline);
+            let outcome = tokio::time::timeout_at(head_by, send).await;
+            // Passive health: a replica is down when it cannot be reached,
+            // resets, answers 500/502, or leaves a stream's head waiting. An
+            // overloaded one (503, 429) is up; so is one slow to finish a
+            // whole answer (its head comes after the generation).
+            let health = match &outcome {
+                Ok(Ok(r)) => Some(!matches!(r.status().as_u16(), 500 | 502)),
+                Ok(Err(_)) => Some(false),
+                Err(_) => stream.then_some(false),
+            };
+            if let Some(ok) = health {
+                self.replicas.record(index, ok);
+            }
             let (reason, msg, status, retry_after) = match outcome {
-                Err(_) if self.failover(&mut tried, index, deadline) => continue,
+                // A whole answer that is slow is not re-run elsewhere.
+                Err(_) if stream && self.failover(&mut tried, index, deadline) => continue,
                 Err(_) => {
                     return Err(DispatchError::retryable(
                         "timeout",
@@ -321,10 +332,17 @@ impl Upstream {
             // The upstream's `Retry-After`, when it gave one, is the
             // shortest wait; one longer than `max_backoff_ms` is not waited
             // for here (the fallback, or the client, takes it from there).
+            // With a replica not tried yet, the retry goes there at once.
+            let other_replica = tried.len() < self.replicas.len();
             let backoff = self.backoff(attempt);
-            let pause = retry_after.map_or(backoff, |r| r.max(backoff));
-            let too_long =
-                retry_after.is_some_and(|r| r > Duration::from_millis(self.retries.max_backoff_ms));
+            let pause = match retry_after {
+                _ if other_replica => Duration::ZERO,
+                Some(r) => r.max(backoff),
+                None => backoff,
+            };
+            let too_long = !other_replica
+                && retry_after
+                    .is_some_and(|r| r > Duration::from_millis(self.retries.max_backoff_ms));
             if attempt >= self.retries.max_retries || too_long || Instant::now() + pause >= deadline
             {
                 let message = format!("{msg} (after {} attempt(s))", attempt + 1);
@@ -343,6 +361,7 @@ impl Upstream {
                 };
                 return Err(DispatchError::retryable(reason, error));
             }
+            drop(lease); // not busy while waiting
             tokio::time::sleep(pause).await;
             attempt += 1;
         }

@@ -112,26 +112,25 @@ impl Replicas {
             .count()
     }
 
-    /// A replica for the next attempt, avoiding those in `tried`: the less
-    /// busy of two random ones in rotation; with none in rotation, the one
-    /// whose ejection ends first (better a try than no answer).
+    /// A replica for the next attempt: the less busy of two random ones in
+    /// rotation and not in `tried`; else of those in rotation; with none in
+    /// rotation, the one whose ejection ends first (better a try than none).
     pub fn pick(&self, tried: &[usize]) -> Lease {
         let now = Instant::now();
-        let fresh: Vec<usize> = (0..self.list.len())
-            .filter(|i| !tried.contains(i))
-            .collect();
-        let pool = if fresh.is_empty() {
-            (0..self.list.len()).collect()
-        } else {
-            fresh
-        };
-        let up: Vec<usize> = pool
+        let all: Vec<usize> = (0..self.list.len()).collect();
+        let rotation: Vec<usize> = all
             .iter()
             .copied()
             .filter(|&i| self.in_rotation(i, now))
             .collect();
+        let fresh: Vec<usize> = rotation
+            .iter()
+            .copied()
+            .filter(|i| !tried.contains(i))
+            .collect();
+        let up = if fresh.is_empty() { rotation } else { fresh };
         let index = match up.len() {
-            0 => pool
+            0 => all
                 .iter()
                 .copied()
                 .min_by_key(|&i| self.list[i].lock().ejected_until)
@@ -163,13 +162,20 @@ impl Replicas {
         if self.list.len() < 2 {
             return;
         }
+        let now = Instant::now();
         let mut h = self.list[i].lock();
         if ok {
             h.consecutive = 0;
+            h.ejections = 0;
             return;
         }
         h.consecutive += 1;
-        if h.consecutive >= self.eject.failures && h.ejected_until.is_none() {
+        // Out of rotation already (an ejection that ended counts as over
+        // only when no probe task decides).
+        let out = h
+            .ejected_until
+            .is_some_and(|t| t > now || self.probing.get().is_some());
+        if h.consecutive >= self.eject.failures && !out {
             let secs = backoff(&self.eject, h.ejections);
             h.ejected_until = Some(Instant::now() + Duration::from_secs_f64(secs));
             h.ejections += 1;
@@ -230,7 +236,11 @@ impl Replicas {
             let alive = probe.is_ok_and(|resp| resp.status().as_u16() < 500);
             let mut h = r.lock();
             if alive {
-                *h = Health::default();
+                // Back in rotation; `ejections` stays until a request
+                // succeeds, so a replica that answers probes but fails
+                // requests is ejected for longer each time.
+                h.ejected_until = None;
+                h.consecutive = 0;
                 drop(h);
                 tracing::info!(replica = %r.base_redacted(), "replica back in rotation after a probe");
             } else {

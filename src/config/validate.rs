@@ -44,12 +44,14 @@ pub fn validate(p: &Policy) -> Result<(), String> {
                 ));
             }
             if let Some(d) = &m.defaults {
-                let bad = d.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t))
+                // Anthropic's API takes temperatures up to 1.
+                let hot = if b.kind() == "anthropic" { 1.0 } else { 2.0 };
+                let bad = d.temperature.is_some_and(|t| !(0.0..=hot).contains(&t))
                     || d.top_p.is_some_and(|p| !(0.0..=1.0).contains(&p))
                     || d.max_tokens == Some(0);
                 if bad {
                     errors.push(format!(
-                        "`backends.{bname}.models.{mname}.defaults`: temperature in [0, 2], top_p in [0, 1], max_tokens >= 1"
+                        "`backends.{bname}.models.{mname}.defaults`: temperature in [0, {hot}], top_p in [0, 1], max_tokens >= 1"
                     ));
                 }
             }
@@ -310,10 +312,19 @@ fn check_backend(bname: &str, b: &BackendConfig, errors: &mut Vec<String>) {
             }
         }
         let e = c.eject;
-        if e.failures == 0 || e.secs.is_nan() || e.secs <= 0.0 || e.max_secs < e.secs {
+        let secs_ok = e.secs > 0.0 && e.max_secs >= e.secs && e.max_secs <= 86_400.0;
+        if e.failures == 0 || !secs_ok {
             errors.push(format!(
-                "`backends.{bname}.eject`: failures >= 1, secs > 0, max_secs >= secs"
+                "`backends.{bname}.eject`: failures >= 1 and 0 < secs <= max_secs <= 86400"
             ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for u in c.base_urls {
+            if !seen.insert(u.trim_end_matches('/')) {
+                errors.push(format!(
+                    "`backends.{bname}.base_urls`: `{u}` is listed twice"
+                ));
+            }
         }
         let t = c.timeouts;
         if t.connect_ms == 0 || t.first_byte_ms == 0 || t.idle_ms == 0 || t.total_ms == 0 {

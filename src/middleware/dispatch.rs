@@ -196,7 +196,10 @@ impl Dispatch {
                 )),
                 _ => Ok(()),
             });
-            let called = outcome.is_ok();
+            // Recorded below; given back if this future is dropped first.
+            let pending = breaker
+                .filter(|_| outcome.is_ok())
+                .map(|b| crate::backend::breaker::Pending::new(b));
             let outcome = match outcome {
                 Ok(()) => {
                     // The model's default sampling, for what the client left out.
@@ -210,9 +213,9 @@ impl Dispatch {
                 }
                 Err(e) => Err(e),
             };
-            if let (Some(b), true) = (breaker, called) {
+            if let (Some(b), Some(p)) = (breaker, pending) {
                 // The client's own errors say the upstream is up.
-                b.record(outcome.as_ref().map_or_else(|e| !e.fallback_ok, |_| true));
+                p.record(outcome.as_ref().map_or_else(|e| !e.fallback_ok, |_| true));
                 self.metrics
                     .circuit
                     .with_label_values(&[target.backend.as_str()])

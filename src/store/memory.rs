@@ -107,7 +107,7 @@ impl Memory {
         let now = super::now_ms();
         let mut g = self.lock();
         g.sweep(now, super::RPM_WINDOW_MS);
-        let v = g.counter(key, now) + n;
+        let v = g.counter(key, now).saturating_add(n);
         g.counters.insert(key.to_string(), (v, expires));
     }
 

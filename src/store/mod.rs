@@ -27,6 +27,11 @@ use resp::{Client, Endpoint, RedisError};
 use scripts::{ADD, LEASED, LIMITS, RESERVE_BODY, SETTLE, USAGE_BODY};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// What one usage report may add to a token counter: an upstream that
+/// reports an absurd count (2^64) must not wrap a counter negative (which
+/// would lift the key's TPM limit) nor overflow Redis's INCRBY.
+const MAX_TOKEN_COUNT: u64 = 1 << 40;
+
 /// Where the counters live.
 pub enum Store {
     Memory(memory::Memory),
@@ -270,6 +275,7 @@ impl Store {
 
     /// Count `tokens` used now.
     pub async fn add_tokens(&self, name: &str, tokens: u64) -> Result<(), StoreError> {
+        let tokens = tokens.min(MAX_TOKEN_COUNT);
         let now = now_ms();
         let key = &tpm_keys(name, now)[0];
         match self {
@@ -378,6 +384,7 @@ impl Store {
 
     /// Count tokens right away when the counters are in this process.
     pub fn add_tokens_local(&self, name: &str, tokens: u64) -> bool {
+        let tokens = tokens.min(MAX_TOKEN_COUNT);
         match self {
             Store::Memory(m) => {
                 let now = now_ms();
