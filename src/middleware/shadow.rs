@@ -220,6 +220,22 @@ async fn compare(sh: &Shadow, mut req: ParsedRequest, local: String) -> Result<f
         .get(&sh.target.backend)
         .ok_or("shadow backend missing")?;
     let model = sh.prices.model(&sh.target).ok_or("shadow model missing")?;
+    // Shadow calls never take a place live traffic needs, nor call a
+    // backend whose circuit is not closed.
+    let _permit = match sh.backends.limit(&sh.target.backend) {
+        Some(l) => Some(
+            l.try_acquire()
+                .ok_or("shadow target at its concurrency limit")?,
+        ),
+        None => None,
+    };
+    if sh
+        .backends
+        .breaker(&sh.target.backend)
+        .is_some_and(|b| b.state() != crate::backend::breaker::State::Closed)
+    {
+        return Err("shadow target's circuit is not closed".into());
+    }
     // The local model answered it, so its OpenAI view is complete.
     req.native = None;
     req.stream = false;

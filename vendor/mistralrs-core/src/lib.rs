@@ -540,6 +540,7 @@ impl MistralRs {
         let metadata = pipeline_guard.get_metadata();
         let kind = metadata.kind.clone();
         let device = pipeline_guard.device();
+        let engine_on_rayon = device.is_cpu(); // slmgate patch 0004, below
         let modalities = metadata.modalities.clone();
         let max_seq_len = match &category {
             ModelCategory::Diffusion | ModelCategory::Speech => None,
@@ -568,6 +569,13 @@ impl MistralRs {
         };
 
         let tx_for_engine = tx.clone();
+        // slmgate patch 0004: on the CPU the engine loop runs on a worker of
+        // rayon's global pool. candle parallelizes each quantized matmul with
+        // rayon; called from a thread outside the pool, every one of those
+        // (hundreds per decoded token) is injected into the pool and waited
+        // for on a futex latch while the pool's workers spin-yield, so one
+        // more thread than cores competes for the CPU. On a worker, the loop
+        // takes part in its own matmuls through work stealing instead.
         let engine_handler = thread::spawn(move || {
             #[cfg(feature = "metal")]
             objc::rc::autoreleasepool(move || {
@@ -595,7 +603,7 @@ impl MistralRs {
             });
 
             #[cfg(not(feature = "metal"))]
-            {
+            let run = move || {
                 let rt = Runtime::new().unwrap();
                 rt.block_on(async move {
                     let engine = Engine::new(
@@ -617,6 +625,12 @@ impl MistralRs {
                     .expect("Engine creation failed.");
                     Arc::new(engine).run().await;
                 })
+            };
+            #[cfg(not(feature = "metal"))]
+            if engine_on_rayon {
+                rayon::scope(|_| run());
+            } else {
+                run();
             }
         });
 
