@@ -570,7 +570,7 @@ impl MistralRs {
 
         let tx_for_engine = tx.clone();
         // slmgate patch 0004: on the CPU the engine loop runs on a worker of
-        // rayon's global pool. candle parallelizes each quantized matmul with
+        // a rayon pool of its own. candle parallelizes each quantized matmul with
         // rayon; called from a thread outside the pool, every one of those
         // (hundreds per decoded token) is injected into the pool and waited
         // for on a futex latch while the pool's workers spin-yield, so one
@@ -628,7 +628,18 @@ impl MistralRs {
             };
             #[cfg(not(feature = "metal"))]
             if engine_on_rayon {
-                rayon::scope(|_| run());
+                // A pool of its own: an engine parked on a worker of the
+                // global pool would starve every other rayon user (the
+                // triage encoder, a second model loading) once all its
+                // workers are engines.
+                match rayon::ThreadPoolBuilder::new()
+                    .num_threads(rayon::current_num_threads())
+                    .thread_name(|i| format!("mistralrs-engine-{i}"))
+                    .build()
+                {
+                    Ok(pool) => pool.install(run),
+                    Err(_) => run(),
+                }
             } else {
                 run();
             }
