@@ -181,6 +181,9 @@ fn cloud_max_tokens() -> u64 {
 pub struct LocalConfig {
     /// GGUF file; relative paths resolve against the models dir.
     pub gguf: String,
+    /// The in-process engine: mistral.rs (the only one built so far).
+    #[serde(default)]
+    pub engine: LocalEngine,
     /// Requests admitted at once (running + waiting); beyond it `on_full` applies.
     #[serde(default = "default_max_queue")]
     pub max_queue: usize,
@@ -221,6 +224,17 @@ fn default_retry_after() -> u64 {
 }
 fn default_max_tokens() -> u64 {
     1024
+}
+
+/// The in-process engine of a `kind: local` backend.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalEngine {
+    #[default]
+    Mistralrs,
+    /// llama.cpp through `llama-cpp-2` (cargo feature `llamacpp`): not
+    /// built yet; a policy naming it is refused with that said.
+    Llamacpp,
 }
 
 /// What happens when the local backend cannot take a request.
