@@ -176,9 +176,7 @@ impl Replicas {
             .ejected_until
             .is_some_and(|t| t > now || self.probing.get().is_some());
         if h.consecutive >= self.eject.failures && !out {
-            let secs = backoff(&self.eject, h.ejections);
-            h.ejected_until = Some(Instant::now() + Duration::from_secs_f64(secs));
-            h.ejections += 1;
+            let secs = h.eject(&self.eject);
             h.consecutive = 0;
             drop(h);
             tracing::warn!(replica = i, secs, "replica ejected after repeated failures");
@@ -244,9 +242,7 @@ impl Replicas {
                 drop(h);
                 tracing::info!(replica = %r.base_redacted(), "replica back in rotation after a probe");
             } else {
-                let secs = backoff(&self.eject, h.ejections);
-                h.ejected_until = Some(Instant::now() + Duration::from_secs_f64(secs));
-                h.ejections += 1;
+                h.eject(&self.eject);
                 drop(h);
             }
             self.update_gauge();
@@ -267,6 +263,16 @@ impl Replica {
                 )
             })
             .unwrap_or_default()
+    }
+}
+
+impl Health {
+    /// Out of rotation for the next back-off; returns its length in seconds.
+    fn eject(&mut self, e: &Eject) -> f64 {
+        let secs = backoff(e, self.ejections);
+        self.ejected_until = Some(Instant::now() + Duration::from_secs_f64(secs));
+        self.ejections += 1;
+        secs
     }
 }
 
