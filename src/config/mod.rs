@@ -10,8 +10,8 @@ mod target;
 pub mod validate;
 
 pub use backend::{
-    AnthropicConfig, BackendConfig, Cloud, Eject, LocalConfig, ModelConfig, OpenAiConfig, Overflow,
-    Retries, SamplingDefaults, Timeouts,
+    AnthropicConfig, BackendConfig, Cloud, Eject, LocalConfig, LocalEngine, ModelConfig,
+    OpenAiConfig, Overflow, Retries, SamplingDefaults, Timeouts,
 };
 pub use cache::{CacheConfig, CacheMode, ExactCacheConfig, SemanticCacheConfig};
 pub use keys::{FailMode, KeyConfig, OnBudgetExhausted, StateConfig};

@@ -364,12 +364,14 @@ fn check_backend(bname: &str, b: &BackendConfig, errors: &mut Vec<String>) {
                     c.models.len()
                 ));
             }
-            if c.engine == crate::config::backend::LocalEngine::Llamacpp {
+            if c.engine == crate::config::backend::LocalEngine::Llamacpp
+                && !cfg!(feature = "llamacpp")
+            {
                 errors.push(format!(
-                    "`backends.{bname}.engine`: `llamacpp` is not available in this build (the llama.cpp engine is not implemented yet); use `mistralrs`"
+                    "`backends.{bname}.engine`: `llamacpp` is not available in this build (build with `--features llamacpp`); use `mistralrs`"
                 ));
             }
-            if c.max_queue == 0 || c.max_batch == 0 {
+            if c.max_queue == 0 || c.max_batch() == 0 {
                 errors.push(format!(
                     "`backends.{bname}`: max_queue and max_batch must be >= 1"
                 ));

@@ -1,4 +1,6 @@
-//! The local backend: a quantized GGUF model served in-process by mistral.rs.
+//! The local backend: a quantized GGUF model served in-process by mistral.rs
+//! (`engine: mistralrs`, the default) or llama.cpp (`engine: llamacpp`, cargo
+//! feature `llamacpp`); both answer through the same [`Event`] stream.
 //!
 //! - Loads once, in the background; `/readyz` waits for it.
 //! - A bounded admission count (`max_queue`) answers 429 + Retry-After (or
@@ -11,11 +13,13 @@
 //!   it and can crash the engine thread, so we never use that API.)
 
 mod engine;
+#[cfg(feature = "llamacpp")]
+mod llamacpp;
 mod reply;
 
 use super::{BackendReply, DispatchError, ReplyBody, UsageCell};
 use crate::api::openai::ParsedRequest;
-use crate::config::{LocalConfig, Overflow};
+use crate::config::{LocalConfig, LocalEngine, Overflow};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use engine::{budget, build_request, spawn_engine, warm_up, Event, Events};
@@ -29,8 +33,16 @@ use tokio::sync::watch;
 #[derive(Clone)]
 enum LoadState {
     Loading,
-    Ready(Arc<Loaded>),
+    Ready(Ready),
     Failed(String),
+}
+
+/// A loaded engine.
+#[derive(Clone)]
+enum Ready {
+    Mistral(Arc<Loaded>),
+    #[cfg(feature = "llamacpp")]
+    Llama(Arc<llamacpp::LlamaEngine>),
 }
 
 struct Loaded {
@@ -112,8 +124,12 @@ impl LocalBackend {
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let (max_batch, prefix_cache) = (cfg.max_batch, cfg.prefix_cache);
+        let (max_batch, prefix_cache) = (cfg.max_batch(), cfg.prefix_cache);
         let (bname, shown) = (name.to_string(), path.display().to_string());
+        if cfg.engine == LocalEngine::Llamacpp {
+            Self::start_llamacpp(path.clone(), max_batch, bname.clone(), tx);
+            return Ok(Self::new(name, path, cfg, rx, metrics));
+        }
         tokio::spawn(async move {
             let t0 = Instant::now();
             // mistral.rs treats a model id that is not an existing directory as a
@@ -130,7 +146,7 @@ impl LocalBackend {
                     let ctx = model.max_sequence_length().ok().flatten();
                     warm_up(&model).await;
                     tracing::info!(backend = %bname, file = %shown, ctx, secs = t0.elapsed().as_secs_f64(), "local model loaded");
-                    LoadState::Ready(Arc::new(Loaded { model, ctx }))
+                    LoadState::Ready(Ready::Mistral(Arc::new(Loaded { model, ctx })))
                 }
                 Ok(Err(e)) => LoadState::Failed(format!("loading {shown} failed: {e}")),
                 Err(e) => LoadState::Failed(format!("loading {shown} crashed: {e}")),
@@ -140,14 +156,61 @@ impl LocalBackend {
             }
             let _ = tx.send(state);
         });
-        Ok(Self {
+        Ok(Self::new(name, path, cfg, rx, metrics))
+    }
+
+    fn new(
+        name: &str,
+        path: PathBuf,
+        cfg: &LocalConfig,
+        state: watch::Receiver<LoadState>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
             name: name.to_string(),
             path,
             cfg: cfg.clone(),
-            state: rx,
+            state,
             inflight: Arc::new(AtomicUsize::new(0)),
             metrics,
-        })
+        }
+    }
+
+    /// Load through llama.cpp on a blocking thread (a build without the
+    /// `llamacpp` feature says so; `slmgate check` refuses such a policy first).
+    fn start_llamacpp(
+        path: PathBuf,
+        max_batch: usize,
+        bname: String,
+        tx: watch::Sender<LoadState>,
+    ) {
+        #[cfg(feature = "llamacpp")]
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            let shown = path.display().to_string();
+            let loaded =
+                tokio::task::spawn_blocking(move || llamacpp::LlamaEngine::load(&path, max_batch))
+                    .await;
+            let state = match loaded {
+                Ok(Ok(e)) => {
+                    tracing::info!(backend = %bname, file = %shown, engine = "llamacpp", ctx = e.ctx, secs = t0.elapsed().as_secs_f64(), "local model loaded");
+                    LoadState::Ready(Ready::Llama(Arc::new(e)))
+                }
+                Ok(Err(e)) => LoadState::Failed(format!("loading {shown} failed: {e}")),
+                Err(e) => LoadState::Failed(format!("loading {shown} crashed: {e}")),
+            };
+            if let LoadState::Failed(e) = &state {
+                tracing::error!(backend = %bname, error = %e, "local model failed to load");
+            }
+            let _ = tx.send(state);
+        });
+        #[cfg(not(feature = "llamacpp"))]
+        {
+            let _ = (path, max_batch, bname);
+            let _ = tx.send(LoadState::Failed(
+                "engine `llamacpp` needs a build with `--features llamacpp`".into(),
+            ));
+        }
     }
 
     pub fn ready(&self) -> Result<(), String> {
@@ -171,7 +234,7 @@ impl LocalBackend {
         }
     }
 
-    fn loaded(&self) -> Result<Arc<Loaded>, DispatchError> {
+    fn loaded(&self) -> Result<Ready, DispatchError> {
         match &*self.state.borrow() {
             LoadState::Ready(l) => Ok(l.clone()),
             LoadState::Loading => Err(DispatchError::retryable(
@@ -251,12 +314,15 @@ impl LocalBackend {
         self.unsupported(req)?;
         let slot = self.admit()?;
         let started = Instant::now();
-        let max_len = budget(&loaded, req, self.cfg.default_max_tokens).await?;
-        let request = build_request(req, max_len);
-        let mut events = Events {
-            peeked: None,
-            rx: spawn_engine(loaded, request),
+        let rx = match loaded {
+            Ready::Mistral(loaded) => {
+                let max_len = budget(&loaded, req, self.cfg.default_max_tokens).await?;
+                spawn_engine(loaded, build_request(req, max_len))
+            }
+            #[cfg(feature = "llamacpp")]
+            Ready::Llama(e) => e.submit(req, self.cfg.default_max_tokens),
         };
+        let mut events = Events { peeked: None, rx };
         // Wait for the first event so request errors still get a proper status.
         match events.next().await {
             Event::Invalid(m) => {
