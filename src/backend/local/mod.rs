@@ -45,6 +45,17 @@ enum Ready {
     Llama(Arc<llamacpp::LlamaEngine>),
 }
 
+impl Ready {
+    /// An engine that loaded can still stop (llama.cpp's thread, on a panic).
+    fn health(&self) -> Result<(), String> {
+        match self {
+            Ready::Mistral(_) => Ok(()),
+            #[cfg(feature = "llamacpp")]
+            Ready::Llama(e) => e.alive(),
+        }
+    }
+}
+
 struct Loaded {
     model: Model,
     /// The model's context length, when the GGUF states it.
@@ -215,7 +226,7 @@ impl LocalBackend {
 
     pub fn ready(&self) -> Result<(), String> {
         match &*self.state.borrow() {
-            LoadState::Ready(_) => Ok(()),
+            LoadState::Ready(r) => r.health(),
             LoadState::Loading => Err(format!("loading {}", self.path.display())),
             LoadState::Failed(e) => Err(e.clone()),
         }
@@ -235,8 +246,20 @@ impl LocalBackend {
     }
 
     fn loaded(&self) -> Result<Ready, DispatchError> {
+        let unavailable = |e: &str| {
+            DispatchError::retryable(
+                "unavailable",
+                GatewayError::BackendUnavailable(format!(
+                    "local backend `{}` is unavailable: {e}",
+                    self.name
+                )),
+            )
+        };
         match &*self.state.borrow() {
-            LoadState::Ready(l) => Ok(l.clone()),
+            LoadState::Ready(l) => match l.health() {
+                Ok(()) => Ok(l.clone()),
+                Err(e) => Err(unavailable(&e)),
+            },
             LoadState::Loading => Err(DispatchError::retryable(
                 "loading",
                 GatewayError::BackendUnavailable(format!(
@@ -244,13 +267,7 @@ impl LocalBackend {
                     self.name
                 )),
             )),
-            LoadState::Failed(e) => Err(DispatchError::retryable(
-                "unavailable",
-                GatewayError::BackendUnavailable(format!(
-                    "local backend `{}` is unavailable: {e}",
-                    self.name
-                )),
-            )),
+            LoadState::Failed(e) => Err(unavailable(e)),
         }
     }
 
@@ -320,7 +337,7 @@ impl LocalBackend {
                 spawn_engine(loaded, build_request(req, max_len))
             }
             #[cfg(feature = "llamacpp")]
-            Ready::Llama(e) => e.submit(req, self.cfg.default_max_tokens),
+            Ready::Llama(e) => e.submit(req, self.cfg.default_max_tokens).await,
         };
         let mut events = Events { peeked: None, rx };
         // Wait for the first event so request errors still get a proper status.

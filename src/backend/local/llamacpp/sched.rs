@@ -69,11 +69,11 @@ fn sampler(s: &Sampling) -> LlamaSampler {
     if s.temperature <= 0.0 {
         return LlamaSampler::greedy();
     }
-    let mut chain = Vec::new();
+    // Temperature first, then nucleus, as OpenAI and mistral.rs apply them.
+    let mut chain = vec![LlamaSampler::temp(s.temperature)];
     if s.top_p < 1.0 {
         chain.push(LlamaSampler::top_p(s.top_p.max(0.0), 1));
     }
-    chain.push(LlamaSampler::temp(s.temperature));
     chain.push(LlamaSampler::dist(s.seed));
     LlamaSampler::chain_simple(chain)
 }
@@ -120,6 +120,14 @@ impl Engine<'_> {
         };
         let need = job.tokens.len() + job.max_len;
         let mut avail = self.n_ctx + self.slots[i].cached.len() - self.used().min(self.n_ctx);
+        let others: usize = free
+            .iter()
+            .filter(|&&j| j != i)
+            .map(|&j| self.slots[j].cached.len())
+            .sum();
+        if avail + others < need {
+            return Err(job); // wait for running sequences; keep the idle caches
+        }
         for &j in free.iter().filter(|&&j| j != i) {
             if avail >= need {
                 break;
@@ -127,17 +135,18 @@ impl Engine<'_> {
             avail += self.slots[j].cached.len();
             self.clear(j);
         }
-        if avail < need {
-            return Err(job);
-        }
         // Reuse the shared prefix; at least the last prompt token is decoded again
         // (its logits start the answer).
-        let keep = common_prefix(&self.slots[i].cached, &job.tokens).min(job.tokens.len() - 1);
-        if !matches!(
+        let keep = common_prefix(&self.slots[i].cached, &job.tokens)
+            .min(job.tokens.len().saturating_sub(1));
+        let trimmed = matches!(
             self.ctx
                 .clear_kv_cache_seq(Some(i as u32), Some(keep as u32), None),
             Ok(true)
-        ) {
+        );
+        // With sliding-window attention the cache may have dropped the
+        // sequence's earliest positions: then the prefix is not whole, start over.
+        if !trimmed || (keep > 0 && self.ctx.kv_cache_seq_pos_min(i as i32) > 0) {
             self.clear(i);
         }
         let keep = self.slots[i].cached.len().min(keep);
@@ -161,6 +170,10 @@ impl Engine<'_> {
     fn finish(&mut self, i: usize, ev: Option<Event>) {
         if let Some(q) = self.slots[i].seq.take() {
             if let Some(ev) = ev {
+                if !q.pending.is_empty() {
+                    let rest = String::from_utf8_lossy(&q.pending).into_owned();
+                    let _ = q.job.tx.send(Event::Delta(rest));
+                }
                 let _ = q.job.tx.send(ev);
             }
             let mut cached = q.job.tokens;
