@@ -64,8 +64,9 @@ async fn seeded_sampling_repeats_and_an_oversized_prompt_is_a_400() {
     assert_eq!(text(&again), text(&first));
     assert_eq!(other.await.unwrap().status, 200);
 
-    // Past the context (8,192 tokens): the client's error, in its format.
-    let long = "word ".repeat(9000);
+    // Past a slot's context (8,192 tokens / 8 slots, at least 2,048): the
+    // client's error, in its format.
+    let long = "word ".repeat(3000);
     let r = complete(
         &app,
         &json!({"model": "local", "messages": [{"role": "user", "content": long}]}),
@@ -74,7 +75,7 @@ async fn seeded_sampling_repeats_and_an_oversized_prompt_is_a_400() {
     assert_eq!(r.status, 400, "{}", r.body);
     let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
     assert!(
-        msg.contains("the local model's context is 8192 tokens"),
+        msg.contains("the local model's context is 2048 tokens"),
         "{msg}"
     );
 }

@@ -22,8 +22,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::mpsc;
 
-/// Upper bound on the KV cache (tokens, shared by all running sequences).
+/// KV cache per slot: the model's trained context up to `MAX_CTX`, split
+/// between the `max_batch` slots as llama-server splits `-c` between its
+/// `--parallel` slots, but never below `MIN_SEQ_CTX` (then more in all).
 const MAX_CTX: u32 = 8192;
+const MIN_SEQ_CTX: u32 = 2048;
 
 /// llama.cpp's process-wide initialisation happens once.
 fn backend() -> Result<&'static LlamaBackend, String> {
@@ -125,7 +128,7 @@ pub(super) struct LlamaEngine {
     jobs: std::sync::mpsc::Sender<Job>,
     /// Cleared when the engine thread ends (it only ends by panicking).
     alive: Arc<AtomicBool>,
-    /// Tokens of KV cache: one request's prompt + completion must fit.
+    /// Tokens of KV cache per slot: one request's prompt + completion must fit.
     pub(super) ctx: usize,
 }
 
@@ -155,7 +158,8 @@ impl LlamaEngine {
         let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
             .map_err(|e| e.to_string())?;
         let model = Arc::new(model);
-        let ctx = model.n_ctx_train().clamp(512, MAX_CTX);
+        let train = model.n_ctx_train().clamp(512, MAX_CTX);
+        let ctx = (train / max_batch.max(1) as u32).max(MIN_SEQ_CTX.min(train));
         let template = Template::load(&model)?;
         let (jobs, rx) = std::sync::mpsc::channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
