@@ -11,12 +11,7 @@ use common::*;
 use serde_json::json;
 
 fn yaml() -> String {
-    let gguf = models_dir().join(slmgate::fetch::SMOLLM2_GGUF);
-    assert!(
-        gguf.exists(),
-        "{} is missing: run `slmgate models fetch`",
-        gguf.display()
-    );
+    let gguf = smollm2_gguf();
     format!(
         r#"
 version: 1

@@ -31,12 +31,7 @@ fn engine() -> String {
 }
 
 fn yaml(max_queue: usize) -> String {
-    let gguf = models_dir().join(slmgate::fetch::SMOLLM2_GGUF);
-    assert!(
-        gguf.exists(),
-        "{} is missing: run `slmgate models fetch` (scripts/test does)",
-        gguf.display()
-    );
+    let gguf = smollm2_gguf();
     format!(
         r#"
 version: 1

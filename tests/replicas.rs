@@ -13,12 +13,7 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 fn replica_policy() -> String {
-    let gguf = models_dir().join(slmgate::fetch::SMOLLM2_GGUF);
-    assert!(
-        gguf.exists(),
-        "{} is missing: run `slmgate models fetch`",
-        gguf.display()
-    );
+    let gguf = smollm2_gguf();
     format!(
         r#"
 version: 1

@@ -38,6 +38,17 @@ pub fn models_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"))
 }
 
+/// The default local model's GGUF, which must exist (scripts/test fetches it).
+pub fn smollm2_gguf() -> PathBuf {
+    let gguf = models_dir().join(slmgate::fetch::SMOLLM2_GGUF);
+    assert!(
+        gguf.exists(),
+        "{} is missing: run `slmgate models fetch` (scripts/test does)",
+        gguf.display()
+    );
+    gguf
+}
+
 pub struct Reply {
     pub status: StatusCode,
     pub headers: http::HeaderMap,
