@@ -303,6 +303,28 @@ fn auto_without_cloud_key_falls_back_to_local_and_says_why() {
     });
 }
 
+/// A prompt longer than the context is the client's error (400, in its
+/// format), on either engine — not a failed or truncated generation.
+#[test]
+fn a_prompt_past_the_context_is_a_400() {
+    RT.block_on(async {
+        let app = shared().await;
+        let r = complete(
+            &app,
+            &local(&"word ".repeat(9000), json!({"max_tokens": 4})),
+        )
+        .await;
+        assert_eq!(r.status, 400, "{}", r.body);
+        let v = r.json();
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("tokens; the local model's context is"),
+            "{msg}"
+        );
+    });
+}
+
 #[test]
 fn unsupported_parameters_are_400() {
     RT.block_on(async {

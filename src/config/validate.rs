@@ -364,9 +364,7 @@ fn check_backend(bname: &str, b: &BackendConfig, errors: &mut Vec<String>) {
                     c.models.len()
                 ));
             }
-            if c.engine == crate::config::backend::LocalEngine::Llamacpp
-                && !cfg!(feature = "llamacpp")
-            {
+            if c.engine == super::LocalEngine::Llamacpp && !cfg!(feature = "llamacpp") {
                 errors.push(format!(
                     "`backends.{bname}.engine`: `llamacpp` is not available in this build (build with `--features llamacpp`); use `mistralrs`"
                 ));

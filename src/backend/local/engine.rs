@@ -65,8 +65,8 @@ pub(super) async fn warm_up(model: &Model) {
 }
 
 fn role(r: &str) -> TextMessageRole {
-    match r {
-        "system" | "developer" => TextMessageRole::System,
+    match super::chat_role(r) {
+        "system" => TextMessageRole::System,
         "assistant" => TextMessageRole::Assistant,
         _ => TextMessageRole::User,
     }
@@ -110,16 +110,8 @@ pub(super) async fn budget(
         Ok(Ok(n)) => n,
         _ => bound,
     };
-    if prompt >= ctx {
-        return Err(DispatchError::fatal(
-            "invalid",
-            GatewayError::invalid(
-                "messages",
-                format!("the prompt is {prompt} tokens; the local model's context is {ctx} tokens"),
-            ),
-        ));
-    }
-    Ok(want.min(ctx - prompt))
+    super::fit_context(prompt, ctx, want)
+        .map_err(|m| DispatchError::fatal("invalid", GatewayError::invalid("messages", m)))
 }
 
 pub(super) fn build_request(req: &ParsedRequest, max_len: usize) -> RequestBuilder {

@@ -15,6 +15,7 @@
 mod engine;
 #[cfg(feature = "llamacpp")]
 mod llamacpp;
+mod load;
 mod reply;
 
 use super::{BackendReply, DispatchError, ReplyBody, UsageCell};
@@ -23,6 +24,8 @@ use crate::config::{LocalConfig, LocalEngine, Overflow};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use engine::{budget, build_request, spawn_engine, warm_up, Event, Events};
+pub use load::{check_gguf, resolve_gguf};
+use load::{load_outcome, publish_load};
 use mistralrs::{GgufModelBuilder, Model, TokenSource};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,36 +74,26 @@ pub struct LocalBackend {
     metrics: Arc<Metrics>,
 }
 
-/// Resolve a policy's GGUF path against the models dir.
-pub fn resolve_gguf(gguf: &str, models_dir: &Path) -> PathBuf {
-    let p = Path::new(gguf);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        models_dir.join(p)
+/// A chat message's role as both engines' templates know it: `developer`
+/// is a system message, anything unknown a user one.
+fn chat_role(r: &str) -> &'static str {
+    match r {
+        "system" | "developer" => "system",
+        "assistant" => "assistant",
+        _ => "user",
     }
 }
 
-/// Cheap sanity check before the (slow) load: present, a file, GGUF magic.
-pub fn check_gguf(path: &Path) -> Result<(), String> {
-    use std::io::Read;
-    let hint = "run `slmgate models fetch` (or point the policy's `gguf` at an existing file)";
-    let mut f = std::fs::File::open(path).map_err(|e| {
-        format!(
-            "GGUF file {} cannot be opened ({e}); {hint}",
-            path.display()
-        )
-    })?;
-    let mut magic = [0u8; 4];
-    f.read_exact(&mut magic)
-        .map_err(|_| format!("GGUF file {} is truncated; {hint}", path.display()))?;
-    if &magic != b"GGUF" {
+/// The completion budget for a `prompt`-token prompt in a `ctx`-token
+/// context: the `want`ed tokens, clamped to what is left; a prompt that fills
+/// the context is the client's error.
+fn fit_context(prompt: usize, ctx: usize, want: usize) -> Result<usize, String> {
+    if prompt >= ctx {
         return Err(format!(
-            "{} is not a GGUF file (bad magic); {hint}",
-            path.display()
+            "the prompt is {prompt} tokens; the local model's context is {ctx} tokens"
         ));
     }
-    Ok(())
+    Ok(want.min(ctx - prompt))
 }
 
 /// Holds one admission slot; released on drop (end of generation or client gone).
@@ -138,7 +131,7 @@ impl LocalBackend {
         let (max_batch, prefix_cache) = (cfg.max_batch(), cfg.prefix_cache);
         let (bname, shown) = (name.to_string(), path.display().to_string());
         if cfg.engine == LocalEngine::Llamacpp {
-            Self::start_llamacpp(path.clone(), max_batch, bname.clone(), tx);
+            Self::start_llamacpp(path.clone(), max_batch, bname, shown, tx);
             return Ok(Self::new(name, path, cfg, rx, metrics));
         }
         tokio::spawn(async move {
@@ -152,20 +145,16 @@ impl LocalBackend {
                 .with_max_num_seqs(max_batch)
                 .with_prefix_cache_n((prefix_cache > 0).then_some(prefix_cache));
             // Some malformed files panic inside the loader: contain it in a task.
-            let state = match tokio::spawn(async move { builder.build().await }).await {
-                Ok(Ok(model)) => {
+            let built = tokio::spawn(async move { builder.build().await }).await;
+            let r = match load_outcome(&shown, built) {
+                Ok(model) => {
                     let ctx = model.max_sequence_length().ok().flatten();
                     warm_up(&model).await;
-                    tracing::info!(backend = %bname, file = %shown, ctx, secs = t0.elapsed().as_secs_f64(), "local model loaded");
-                    LoadState::Ready(Ready::Mistral(Arc::new(Loaded { model, ctx })))
+                    Ok((Ready::Mistral(Arc::new(Loaded { model, ctx })), ctx))
                 }
-                Ok(Err(e)) => LoadState::Failed(format!("loading {shown} failed: {e}")),
-                Err(e) => LoadState::Failed(format!("loading {shown} crashed: {e}")),
+                Err(e) => Err(e),
             };
-            if let LoadState::Failed(e) = &state {
-                tracing::error!(backend = %bname, error = %e, "local model failed to load");
-            }
-            let _ = tx.send(state);
+            publish_load(&tx, &bname, &shown, LocalEngine::Mistralrs, t0, r);
         });
         Ok(Self::new(name, path, cfg, rx, metrics))
     }
@@ -193,31 +182,24 @@ impl LocalBackend {
         path: PathBuf,
         max_batch: usize,
         bname: String,
+        shown: String,
         tx: watch::Sender<LoadState>,
     ) {
         #[cfg(feature = "llamacpp")]
         tokio::spawn(async move {
             let t0 = Instant::now();
-            let shown = path.display().to_string();
             let loaded =
                 tokio::task::spawn_blocking(move || llamacpp::LlamaEngine::load(&path, max_batch))
                     .await;
-            let state = match loaded {
-                Ok(Ok(e)) => {
-                    tracing::info!(backend = %bname, file = %shown, engine = "llamacpp", ctx = e.ctx, secs = t0.elapsed().as_secs_f64(), "local model loaded");
-                    LoadState::Ready(Ready::Llama(Arc::new(e)))
-                }
-                Ok(Err(e)) => LoadState::Failed(format!("loading {shown} failed: {e}")),
-                Err(e) => LoadState::Failed(format!("loading {shown} crashed: {e}")),
-            };
-            if let LoadState::Failed(e) = &state {
-                tracing::error!(backend = %bname, error = %e, "local model failed to load");
-            }
-            let _ = tx.send(state);
+            let r = load_outcome(&shown, loaded).map(|e| {
+                let ctx = Some(e.ctx);
+                (Ready::Llama(Arc::new(e)), ctx)
+            });
+            publish_load(&tx, &bname, &shown, LocalEngine::Llamacpp, t0, r);
         });
         #[cfg(not(feature = "llamacpp"))]
         {
-            let _ = (path, max_batch, bname);
+            let _ = (path, max_batch, bname, shown);
             let _ = tx.send(LoadState::Failed(
                 "engine `llamacpp` needs a build with `--features llamacpp`".into(),
             ));
@@ -380,5 +362,23 @@ impl LocalBackend {
             body: ReplyBody::Full { bytes, usage },
             upstream_wait: started.elapsed(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_completion_budget_fits_the_context() {
+        assert_eq!(fit_context(100, 2048, 64), Ok(64));
+        assert_eq!(fit_context(2000, 2048, 1024), Ok(48));
+        let e = fit_context(2048, 2048, 1).unwrap_err();
+        assert_eq!(
+            e,
+            "the prompt is 2048 tokens; the local model's context is 2048 tokens"
+        );
+        assert_eq!(chat_role("developer"), "system");
+        assert_eq!(chat_role("tool"), "user");
     }
 }

@@ -12,6 +12,7 @@
 mod sched;
 
 use super::engine::Event;
+use super::{chat_role as role, fit_context};
 use crate::api::openai::{ChatMessage, ParsedRequest};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
@@ -132,14 +133,6 @@ pub(super) struct LlamaEngine {
     pub(super) ctx: usize,
 }
 
-fn role(r: &str) -> &'static str {
-    match r {
-        "system" | "developer" => "system",
-        "assistant" => "assistant",
-        _ => "user",
-    }
-}
-
 fn token_text(model: &LlamaModel, t: LlamaToken) -> String {
     if t.0 < 0 {
         return String::new(); // the vocab has no such token
@@ -242,13 +235,6 @@ impl LlamaEngine {
         if tokens.is_empty() {
             return Err("the prompt is empty after the chat template".into());
         }
-        if tokens.len() >= self.ctx {
-            return Err(format!(
-                "the prompt is {} tokens; the local model's context is {} tokens",
-                tokens.len(),
-                self.ctx
-            ));
-        }
         Ok(tokens)
     }
 
@@ -286,8 +272,15 @@ impl LlamaEngine {
                 return rx;
             }
         };
+        let max_len = match fit_context(tokens.len(), self.ctx, want) {
+            Ok(n) => n,
+            Err(m) => {
+                let _ = tx.send(Event::Invalid(m));
+                return rx;
+            }
+        };
         let job = Job {
-            max_len: want.min(self.ctx - tokens.len()),
+            max_len,
             tokens,
             sampling,
             stop,

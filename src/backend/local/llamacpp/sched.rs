@@ -50,6 +50,19 @@ struct Seq {
     logits_at: Option<i32>,
 }
 
+impl Seq {
+    /// The sequence's last event: why it ended and what it used.
+    fn finished(&self, reason: &str) -> Event {
+        Event::Finish {
+            reason: reason.into(),
+            usage: Usage {
+                prompt_tokens: self.n_prompt as u64,
+                completion_tokens: self.n_gen as u64,
+            },
+        }
+    }
+}
+
 /// What one step fed a sequence.
 #[derive(Clone, Copy)]
 enum Fed {
@@ -152,8 +165,8 @@ impl Engine<'_> {
         }
     }
 
-    /// One decode step over every running sequence. Returns false when idle.
-    fn step(&mut self, batch: &mut LlamaBatch) -> bool {
+    /// One decode step over every running sequence (nothing when idle).
+    fn step(&mut self, batch: &mut LlamaBatch) {
         batch.clear();
         let mut budget = N_BATCH;
         // Running sequences first: one token each.
@@ -187,7 +200,7 @@ impl Engine<'_> {
             budget -= end - q.n_past;
         }
         if batch.n_tokens() == 0 {
-            return false;
+            return;
         }
         if let Err(e) = self.ctx.decode(batch) {
             let msg = format!("llama.cpp decode failed: {e}");
@@ -197,12 +210,11 @@ impl Engine<'_> {
                     self.clear(i);
                 }
             }
-            return true;
+            return;
         }
         for i in 0..self.slots.len() {
             self.after_decode(i);
         }
-        true
     }
 
     /// Account for what slot `i` just decoded; sample where it has logits.
@@ -225,17 +237,8 @@ impl Engine<'_> {
         let token = q.sampler.sample(&self.ctx, at);
         let vocab = self.model.vocab();
         if vocab.is_eog(token) {
-            let usage = Usage {
-                prompt_tokens: q.n_prompt as u64,
-                completion_tokens: q.n_gen as u64,
-            };
-            self.finish(
-                i,
-                Some(Event::Finish {
-                    reason: "stop".into(),
-                    usage,
-                }),
-            );
+            let ev = q.finished("stop");
+            self.finish(i, Some(ev));
             return;
         }
         q.n_gen += 1;
@@ -267,17 +270,8 @@ impl Engine<'_> {
         };
         match reason {
             Some(r) => {
-                let usage = Usage {
-                    prompt_tokens: q.n_prompt as u64,
-                    completion_tokens: q.n_gen as u64,
-                };
-                self.finish(
-                    i,
-                    Some(Event::Finish {
-                        reason: r.into(),
-                        usage,
-                    }),
-                );
+                let ev = q.finished(r);
+                self.finish(i, Some(ev));
             }
             None => q.next = Some(token),
         }
@@ -349,7 +343,7 @@ pub(super) fn run(
                 engine.finish(i, None);
             }
         }
-        // First come, first served: a request that does not fit yet holds the line.
+        // First come, first served: with every slot busy, the rest wait in order.
         while let Some(job) = waiting.pop_front() {
             if let Err(job) = engine.admit(job) {
                 waiting.push_front(job);
