@@ -73,3 +73,64 @@ pub fn requantize(src: &Path, dst: &Path, from: GgmlDType, to: GgmlDType) -> Res
     std::fs::rename(&part, dst).map_err(|e| format!("{}: {e}", dst.display()))?;
     Ok(changed)
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+    use candle_core::{Device, Module, Tensor};
+
+    fn values(n: usize, seed: &mut u64) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Q8_0 weights (what `requantize` writes) go through candle's tiled
+    /// prompt kernel whenever more than one row comes in
+    /// (vendor/patches/candle-core/0001). Every row must come out exactly as
+    /// the one-row (decode) path computes it, for shapes that leave partial
+    /// tiles, and close to the f32 product.
+    #[test]
+    fn q8_0_prompt_matmul_equals_the_decode_path_row_by_row() {
+        let cpu = Device::Cpu;
+        let mut seed = 7;
+        for (m, k, n) in [
+            (2, 64, 4),
+            (3, 96, 7),
+            (5, 32, 1),
+            (37, 576, 192),
+            (9, 1536, 66),
+        ] {
+            let w = Tensor::from_vec(values(n * k, &mut seed), (n, k), &cpu).unwrap();
+            let x = Tensor::from_vec(values(m * k, &mut seed), (m, k), &cpu).unwrap();
+            let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
+            let mm = QMatMul::from_qtensor(q).unwrap();
+            assert!(
+                matches!(mm, QMatMul::QTensor(_)),
+                "{m}x{k}x{n}: not quantized"
+            );
+            let all = mm.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+            let exact = x.matmul(&w.t().unwrap()).unwrap().to_vec2::<f32>().unwrap();
+            for r in 0..m {
+                let one = mm.forward(&x.narrow(0, r, 1).unwrap()).unwrap();
+                let one = one.to_vec2::<f32>().unwrap().remove(0);
+                assert_eq!(
+                    all[r], one,
+                    "{m}x{k}x{n}: row {r} differs from the one-row path"
+                );
+                for (c, (a, e)) in all[r].iter().zip(&exact[r]).enumerate() {
+                    let tol = 0.02 * (k as f32).sqrt();
+                    assert!(
+                        (a - e).abs() <= tol,
+                        "{m}x{k}x{n} [{r},{c}]: {a} vs f32 {e}"
+                    );
+                }
+            }
+        }
+    }
+}

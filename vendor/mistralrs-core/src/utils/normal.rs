@@ -123,6 +123,13 @@ fn determine_auto_dtype_all(devices: &[&Device]) -> candle_core::Result<DType> {
     return Ok(DType::BF16);
     #[cfg(not(feature = "accelerate"))]
     {
+        // slmgate patch (vendor/patches/0006): on CPU-only devices the
+        // activations stay in f32. candle's CPU kernels (norms, rope,
+        // softmax, attention, elementwise ops) compute in f32 and convert
+        // bf16 on every load and store, and quantized matmuls take f32 input.
+        if !devices.is_empty() && devices.iter().all(|d| d.is_cpu()) {
+            return Ok(DType::F32);
+        }
         let dev_dtypes = get_dtypes();
         for dtype in get_dtypes_non_cuda()
             .iter()

@@ -65,27 +65,56 @@ static FLASH_ATTN_POOL: LazyLock<ThreadPool> = LazyLock::new(|| {
         .expect("Failed to build custom Rayon thread‑pool for flash‑attention")
 });
 
-const DOT_CHUNK: usize = 4;
+/// Lanes of [`vec_dot_f32`] (one AVX register of `f32`).
+const DOT_LANES: usize = 8;
 
 /// Size (in KV positions) processed by each inner‑tile job.
 const TILE_KV: usize = 16;
 
-/// Unrolled dot‑product that works purely in `f32`.
+/// Dot product in `f32`.
+///
+/// slmgate patch (vendor/patches/0005): eight independent partial sums, one
+/// per SIMD lane, combined with fused multiply-adds. Upstream's single
+/// running sum is a chain of dependent additions the compiler may not
+/// reorder, so it ran one lane wide; this is the inner loop of CPU attention
+/// (a fifth of a long prompt's prefill). The result differs from a
+/// sequential sum only by rounding.
 #[inline]
 fn vec_dot_f32<T: UpcastF32 + Copy>(a: &[T], b: &[T]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; DOT_LANES];
+    let mut ca = a.chunks_exact(DOT_LANES);
+    let mut cb = b.chunks_exact(DOT_LANES);
+    for (xa, xb) in (&mut ca).zip(&mut cb) {
+        for l in 0..DOT_LANES {
+            acc[l] = xa[l].to_f32().mul_add(xb[l].to_f32(), acc[l]);
+        }
+    }
     let mut sum = 0f32;
-    let chunks = a.len() / DOT_CHUNK;
-    for i in 0..chunks {
-        let i_chunk = i * DOT_CHUNK;
-        sum += a[i_chunk].to_f32() * b[i_chunk].to_f32()
-            + a[i_chunk + 1].to_f32() * b[i_chunk + 1].to_f32()
-            + a[i_chunk + 2].to_f32() * b[i_chunk + 2].to_f32()
-            + a[i_chunk + 3].to_f32() * b[i_chunk + 3].to_f32();
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        sum = x.to_f32().mul_add(y.to_f32(), sum);
     }
-    for i in (chunks * DOT_CHUNK)..a.len() {
-        sum += a[i].to_f32() * b[i].to_f32();
+    // Pairwise: lanes 0..4 + 4..8, then 0..2 + 2..4, then 0 + 1.
+    let mut width = DOT_LANES / 2;
+    while width > 0 {
+        for l in 0..width {
+            acc[l] += acc[l + width];
+        }
+        width /= 2;
     }
-    sum
+    acc[0] + sum
+}
+
+/// `acc += scale * v`, element-wise.
+///
+/// slmgate patch (vendor/patches/0005): one bounds check per row instead of
+/// one per element, so the loop vectorizes.
+#[inline]
+fn add_scaled<T: UpcastF32 + Copy>(acc: &mut [f32], v: &[T], scale: f32) {
+    for (a, x) in acc.iter_mut().zip(v) {
+        *a = x.to_f32().mul_add(scale, *a);
+    }
 }
 
 #[inline]
@@ -511,9 +540,7 @@ where
 
                         // -------- add V ----------
                         let v_base = b_i * vstride[0] + kv_pos * vstride[1] + v_head * vstride[2];
-                        for d_i in 0..dv {
-                            vkq[d_i] += v_data[v_base + d_i].to_f32() * vs;
-                        }
+                        add_scaled(vkq, &v_data[v_base..v_base + dv], vs);
 
                         s = s * ms + vs;
                     }
@@ -702,9 +729,7 @@ where
 
                     // V row (strided) as f32
                     let v_base = b_i * vstride[0] + kv_pos * vstride[1] + v_head * vstride[2];
-                    for d_i in 0..dv {
-                        vkq[d_i] += v_data[v_base + d_i].to_f32() * vs;
-                    }
+                    add_scaled(&mut vkq, &v_data[v_base..v_base + dv], vs);
 
                     s = s * ms + vs;
                 }
