@@ -116,14 +116,14 @@ mod tests {
             );
             let all = mm.forward(&x).unwrap().to_vec2::<f32>().unwrap();
             let exact = x.matmul(&w.t().unwrap()).unwrap().to_vec2::<f32>().unwrap();
-            for r in 0..m {
+            for (r, (row, ex)) in all.iter().zip(&exact).enumerate() {
                 let one = mm.forward(&x.narrow(0, r, 1).unwrap()).unwrap();
                 let one = one.to_vec2::<f32>().unwrap().remove(0);
                 assert_eq!(
-                    all[r], one,
+                    row, &one,
                     "{m}x{k}x{n}: row {r} differs from the one-row path"
                 );
-                for (c, (a, e)) in all[r].iter().zip(&exact[r]).enumerate() {
+                for (c, (a, e)) in row.iter().zip(ex).enumerate() {
                     let tol = 0.02 * (k as f32).sqrt();
                     assert!(
                         (a - e).abs() <= tol,
