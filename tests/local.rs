@@ -419,8 +419,8 @@ fn the_local_models_answers_are_cached() {
 
 /// Concurrent requests share the engine: a short request sent while a long
 /// stream is generating finishes before that stream does (continuous
-/// batching), and both are whole. Both engines batch by default (mistral.rs 4,
-/// llama.cpp 8); 4 is set here so the test does not depend on that default.
+/// batching), and both are whole. mistral.rs runs one sequence at a time by
+/// default (`max_batch: 1`), so it is given 4 here.
 #[test]
 fn a_short_request_finishes_while_a_long_stream_runs() {
     RT.block_on(async {

@@ -218,9 +218,9 @@ impl LocalConfig {
     /// `max_batch`, or the engine's default.
     pub fn max_batch(&self) -> usize {
         self.max_batch.unwrap_or(match self.engine {
-            // 4: with the tiled Q8_0 prompt kernel (vendor/PATCHES.md) batched
-            // steps are cheaper than serial ones; measured in README.
-            LocalEngine::Mistralrs => 4,
+            // 1: mistral.rs's batching lost requests at 8 concurrent long
+            // prompts in benches/local.sh (README, Benchmarks).
+            LocalEngine::Mistralrs => 1,
             LocalEngine::Llamacpp => 8,
         })
     }
