@@ -5,9 +5,7 @@ use candle_core::{Context, Device, Result, Storage, Tensor, WithDType};
 use half::bf16;
 use half::f16;
 use rayon::prelude::*;
-use rayon::ThreadPool;
 
-use std::sync::LazyLock;
 use std::{f32, iter::Sum};
 
 // Optional hardware prefetch for ping‑pong style scheduling.
@@ -38,32 +36,11 @@ unsafe fn prefetch(_addr: *const u8) {}
 
 use crate::attention::SdpaParams;
 
-#[cfg(target_os = "macos")]
-/// Elevate the thread QoS so macOS prefers running it on Performance (P) cores.
-unsafe fn set_thread_affinity() {
-    // USER_INTERACTIVE has the highest scheduling priority that user code
-    // can request and is most likely to be scheduled on P‑cores.
-    use libc::{pthread_set_qos_class_self_np, qos_class_t::QOS_CLASS_USER_INTERACTIVE};
-    // The second argument is a relative priority within the QoS class (0 = default).
-    pthread_set_qos_class_self_np(QOS_CLASS_USER_INTERACTIVE, 0);
-}
-
-#[cfg(not(target_os = "macos"))]
-#[inline(always)]
-unsafe fn set_thread_affinity() {
-    // On non‑macOS platforms we currently leave affinity untouched.
-}
-
-/// Rayon pool used by the flash‑attention CPU kernels, with a per‑thread
-/// start handler that applies our affinity hint exactly once.
-static FLASH_ATTN_POOL: LazyLock<ThreadPool> = LazyLock::new(|| {
-    rayon::ThreadPoolBuilder::new()
-        .start_handler(|_| unsafe {
-            set_thread_affinity();
-        })
-        .build()
-        .expect("Failed to build custom Rayon thread‑pool for flash‑attention")
-});
+// slmgate patch (vendor/patches/0007): no rayon pool of its own. The kernels
+// below run in the caller's pool, on the threads that run the matmuls around
+// them. A second pool doubled the threads on the CPU, and after each call its
+// idle workers spun in `sched_yield` against the busy ones (about a sixth of a
+// decode step on two cores), and every call was a cross-pool hand-off.
 
 /// Lanes of [`vec_dot_f32`] (one AVX register of `f32`).
 const DOT_LANES: usize = 8;
@@ -460,98 +437,96 @@ where
         _ => None,
     };
 
-    FLASH_ATTN_POOL.install(|| {
-        (0..kv_tiles).into_par_iter().for_each(|tile_idx| {
-            let start = tile_idx * TILE_KV;
-            let end = (start + TILE_KV).min(kv_len);
+    (0..kv_tiles).into_par_iter().for_each(|tile_idx| {
+        let start = tile_idx * TILE_KV;
+        let end = (start + TILE_KV).min(kv_len);
 
-            for b_i in 0..b {
-                for h_i in 0..h {
-                    // Per‑head slope for ALiBi / NTK bias.
-                    let slope = if max_bias > 0.0 {
-                        2.0f32.powf(-max_bias * ((h_i + 1) as f32) / n2 as f32)
+        for b_i in 0..b {
+            for h_i in 0..h {
+                // Per‑head slope for ALiBi / NTK bias.
+                let slope = if max_bias > 0.0 {
+                    2.0f32.powf(-max_bias * ((h_i + 1) as f32) / n2 as f32)
+                } else {
+                    1.0
+                };
+                let k_head = h_i / rk2;
+                let v_head = h_i / rv2;
+
+                // pointers into scratch
+                let base_vk = ((tile_idx * h + h_i) * dv) as isize;
+                let base_s = (tile_idx * h + h_i) as isize;
+
+                let q_base = b_i * qstride[0] + h_i * qstride[2];
+                let q_row = &q_data[q_base..q_base + d];
+
+                // Re‑materialise the pointer from the captured usize.
+                let vkq: &mut [f32] = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        (scratch_ptr as *mut f32).add(base_vk as usize),
+                        dv,
+                    )
+                };
+                let mut s = 0f32;
+                let mut m = f32::NEG_INFINITY;
+
+                for kv_pos in start..end {
+                    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+                    {
+                        // One‑step look‑ahead prefetch of the next K and V rows.
+                        let next_pos = kv_pos + 1;
+                        if next_pos < end {
+                            let next_k_base =
+                                b_i * kstride[0] + next_pos * kstride[1] + k_head * kstride[2];
+                            let next_v_base =
+                                b_i * vstride[0] + next_pos * vstride[1] + v_head * vstride[2];
+                            unsafe {
+                                prefetch(k_data.as_ptr().add(next_k_base) as *const u8);
+                                prefetch(v_data.as_ptr().add(next_v_base) as *const u8);
+                            }
+                        }
+                    }
+                    // ---------- dot(Q,K) ----------
+                    let k_base = b_i * kstride[0] + kv_pos * kstride[1] + k_head * kstride[2];
+                    let k_row = &k_data[k_base..k_base + d];
+
+                    let mut s_val = vec_dot_f32(q_row, k_row) * scale;
+
+                    if logit_softcap != 0.0 {
+                        s_val = logit_softcap * (s_val / logit_softcap).tanh();
+                    }
+                    let mask_delta = mask_info
+                        .as_ref()
+                        .map(|mask| slope * mask.value(b_i, h_i, 0, kv_pos))
+                        .unwrap_or(0.0);
+                    s_val += mask_delta;
+
+                    // -------- tile-local softmax ----------
+                    let m_old = m;
+                    let mut ms = 1.0;
+                    let mut vs = 1.0;
+                    if s_val > m {
+                        m = s_val;
+                        ms = (m_old - m).exp();
+                        for v in vkq.iter_mut() {
+                            *v *= ms;
+                        }
                     } else {
-                        1.0
-                    };
-                    let k_head = h_i / rk2;
-                    let v_head = h_i / rv2;
-
-                    // pointers into scratch
-                    let base_vk = ((tile_idx * h + h_i) * dv) as isize;
-                    let base_s = (tile_idx * h + h_i) as isize;
-
-                    let q_base = b_i * qstride[0] + h_i * qstride[2];
-                    let q_row = &q_data[q_base..q_base + d];
-
-                    // Re‑materialise the pointer from the captured usize.
-                    let vkq: &mut [f32] = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            (scratch_ptr as *mut f32).add(base_vk as usize),
-                            dv,
-                        )
-                    };
-                    let mut s = 0f32;
-                    let mut m = f32::NEG_INFINITY;
-
-                    for kv_pos in start..end {
-                        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-                        {
-                            // One‑step look‑ahead prefetch of the next K and V rows.
-                            let next_pos = kv_pos + 1;
-                            if next_pos < end {
-                                let next_k_base =
-                                    b_i * kstride[0] + next_pos * kstride[1] + k_head * kstride[2];
-                                let next_v_base =
-                                    b_i * vstride[0] + next_pos * vstride[1] + v_head * vstride[2];
-                                unsafe {
-                                    prefetch(k_data.as_ptr().add(next_k_base) as *const u8);
-                                    prefetch(v_data.as_ptr().add(next_v_base) as *const u8);
-                                }
-                            }
-                        }
-                        // ---------- dot(Q,K) ----------
-                        let k_base = b_i * kstride[0] + kv_pos * kstride[1] + k_head * kstride[2];
-                        let k_row = &k_data[k_base..k_base + d];
-
-                        let mut s_val = vec_dot_f32(q_row, k_row) * scale;
-
-                        if logit_softcap != 0.0 {
-                            s_val = logit_softcap * (s_val / logit_softcap).tanh();
-                        }
-                        let mask_delta = mask_info
-                            .as_ref()
-                            .map(|mask| slope * mask.value(b_i, h_i, 0, kv_pos))
-                            .unwrap_or(0.0);
-                        s_val += mask_delta;
-
-                        // -------- tile-local softmax ----------
-                        let m_old = m;
-                        let mut ms = 1.0;
-                        let mut vs = 1.0;
-                        if s_val > m {
-                            m = s_val;
-                            ms = (m_old - m).exp();
-                            for v in vkq.iter_mut() {
-                                *v *= ms;
-                            }
-                        } else {
-                            vs = (s_val - m).exp();
-                        }
-
-                        // -------- add V ----------
-                        let v_base = b_i * vstride[0] + kv_pos * vstride[1] + v_head * vstride[2];
-                        add_scaled(vkq, &v_data[v_base..v_base + dv], vs);
-
-                        s = s * ms + vs;
+                        vs = (s_val - m).exp();
                     }
 
-                    unsafe {
-                        *((scratch_s_ptr as *mut f32).add(base_s as usize)) = s;
-                        *((scratch_m_ptr as *mut f32).add(base_s as usize)) = m;
-                    }
+                    // -------- add V ----------
+                    let v_base = b_i * vstride[0] + kv_pos * vstride[1] + v_head * vstride[2];
+                    add_scaled(vkq, &v_data[v_base..v_base + dv], vs);
+
+                    s = s * ms + vs;
+                }
+
+                unsafe {
+                    *((scratch_s_ptr as *mut f32).add(base_s as usize)) = s;
+                    *((scratch_m_ptr as *mut f32).add(base_s as usize)) = m;
                 }
             }
-        });
+        }
     });
 
     // -------- serial reduction over tiles (per head) --------
@@ -642,105 +617,103 @@ where
         _ => None,
     };
 
-    FLASH_ATTN_POOL.install(|| {
-        out.par_chunks_mut(dv)
-            .with_min_len(64)
-            .enumerate()
-            .for_each(|(row_idx, out_chunk)| {
-                // Decode flat index back to (batch, head, q_pos)
-                let rows_per_batch = h * q_len;
-                let b_i = row_idx / rows_per_batch;
-                let rem = row_idx % rows_per_batch;
-                let h_i = rem / q_len;
-                let q_pos = rem % q_len;
+    out.par_chunks_mut(dv)
+        .with_min_len(64)
+        .enumerate()
+        .for_each(|(row_idx, out_chunk)| {
+            // Decode flat index back to (batch, head, q_pos)
+            let rows_per_batch = h * q_len;
+            let b_i = row_idx / rows_per_batch;
+            let rem = row_idx % rows_per_batch;
+            let h_i = rem / q_len;
+            let q_pos = rem % q_len;
 
-                let slope = if max_bias > 0.0 {
-                    2.0f32.powf(-max_bias * ((h_i + 1) as f32) / n2 as f32)
+            let slope = if max_bias > 0.0 {
+                2.0f32.powf(-max_bias * ((h_i + 1) as f32) / n2 as f32)
+            } else {
+                1.0
+            };
+
+            let k_head = h_i / rk2;
+            let v_head = h_i / rv2;
+
+            let mut vkq = vec![0f32; dv];
+            let mut s = 0.0f32;
+            let mut m = f32::NEG_INFINITY;
+
+            // Q row
+            let q_base = b_i * qstride[0] + q_pos * qstride[1] + h_i * qstride[2];
+            let q_row = &q_data[q_base..q_base + d];
+
+            for kv_pos in 0..kv_len {
+                // -------- ping‑pong prefetch of next KV row --------
+                #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+                {
+                    let next_pos = kv_pos + 1;
+                    if next_pos < kv_len {
+                        let next_k_base =
+                            b_i * kstride[0] + next_pos * kstride[1] + k_head * kstride[2];
+                        let next_v_base =
+                            b_i * vstride[0] + next_pos * vstride[1] + v_head * vstride[2];
+                        unsafe {
+                            prefetch(k_data.as_ptr().add(next_k_base) as *const u8);
+                            prefetch(v_data.as_ptr().add(next_v_base) as *const u8);
+                        }
+                    }
+                }
+                // ----------------------------------------------------
+                // Mask (optional)
+                let mv = mask_info
+                    .as_ref()
+                    .map(|mask| slope * mask.value(b_i, h_i, q_pos, kv_pos))
+                    .unwrap_or(0.0);
+                if mv == f32::NEG_INFINITY {
+                    continue;
+                }
+
+                // K row
+                let k_base = b_i * kstride[0] + kv_pos * kstride[1] + k_head * kstride[2];
+                let k_row = &k_data[k_base..k_base + d];
+
+                // dot(Q, K)
+                let mut s_val = vec_dot_f32(q_row, k_row);
+                let mut scale_applied = scale;
+                if logit_softcap != 0.0 {
+                    scale_applied /= logit_softcap;
+                }
+                s_val *= scale_applied;
+                if logit_softcap != 0.0 {
+                    s_val = logit_softcap * s_val.tanh();
+                }
+                s_val += mv;
+
+                // online softmax
+                let m_old = m;
+                let mut ms = 1.0f32;
+                let mut vs = 1.0f32;
+                if s_val > m {
+                    m = s_val;
+                    ms = (m_old - m).exp();
+                    for v in vkq.iter_mut() {
+                        *v *= ms;
+                    }
                 } else {
-                    1.0
-                };
-
-                let k_head = h_i / rk2;
-                let v_head = h_i / rv2;
-
-                let mut vkq = vec![0f32; dv];
-                let mut s = 0.0f32;
-                let mut m = f32::NEG_INFINITY;
-
-                // Q row
-                let q_base = b_i * qstride[0] + q_pos * qstride[1] + h_i * qstride[2];
-                let q_row = &q_data[q_base..q_base + d];
-
-                for kv_pos in 0..kv_len {
-                    // -------- ping‑pong prefetch of next KV row --------
-                    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-                    {
-                        let next_pos = kv_pos + 1;
-                        if next_pos < kv_len {
-                            let next_k_base =
-                                b_i * kstride[0] + next_pos * kstride[1] + k_head * kstride[2];
-                            let next_v_base =
-                                b_i * vstride[0] + next_pos * vstride[1] + v_head * vstride[2];
-                            unsafe {
-                                prefetch(k_data.as_ptr().add(next_k_base) as *const u8);
-                                prefetch(v_data.as_ptr().add(next_v_base) as *const u8);
-                            }
-                        }
-                    }
-                    // ----------------------------------------------------
-                    // Mask (optional)
-                    let mv = mask_info
-                        .as_ref()
-                        .map(|mask| slope * mask.value(b_i, h_i, q_pos, kv_pos))
-                        .unwrap_or(0.0);
-                    if mv == f32::NEG_INFINITY {
-                        continue;
-                    }
-
-                    // K row
-                    let k_base = b_i * kstride[0] + kv_pos * kstride[1] + k_head * kstride[2];
-                    let k_row = &k_data[k_base..k_base + d];
-
-                    // dot(Q, K)
-                    let mut s_val = vec_dot_f32(q_row, k_row);
-                    let mut scale_applied = scale;
-                    if logit_softcap != 0.0 {
-                        scale_applied /= logit_softcap;
-                    }
-                    s_val *= scale_applied;
-                    if logit_softcap != 0.0 {
-                        s_val = logit_softcap * s_val.tanh();
-                    }
-                    s_val += mv;
-
-                    // online softmax
-                    let m_old = m;
-                    let mut ms = 1.0f32;
-                    let mut vs = 1.0f32;
-                    if s_val > m {
-                        m = s_val;
-                        ms = (m_old - m).exp();
-                        for v in vkq.iter_mut() {
-                            *v *= ms;
-                        }
-                    } else {
-                        vs = (s_val - m).exp();
-                    }
-
-                    // V row (strided) as f32
-                    let v_base = b_i * vstride[0] + kv_pos * vstride[1] + v_head * vstride[2];
-                    add_scaled(&mut vkq, &v_data[v_base..v_base + dv], vs);
-
-                    s = s * ms + vs;
+                    vs = (s_val - m).exp();
                 }
 
-                // final normalisation + downcast
-                let inv_s = 1.0 / s;
-                for (o, v) in out_chunk.iter_mut().zip(vkq.iter()) {
-                    *o = T::cast(*v * inv_s);
-                }
-            });
-    });
+                // V row (strided) as f32
+                let v_base = b_i * vstride[0] + kv_pos * vstride[1] + v_head * vstride[2];
+                add_scaled(&mut vkq, &v_data[v_base..v_base + dv], vs);
+
+                s = s * ms + vs;
+            }
+
+            // final normalisation + downcast
+            let inv_s = 1.0 / s;
+            for (o, v) in out_chunk.iter_mut().zip(vkq.iter()) {
+                *o = T::cast(*v * inv_s);
+            }
+        });
 
     let out_shape = (b, h, q_len, dv);
     Tensor::from_vec(out, out_shape, &Device::Cpu)
