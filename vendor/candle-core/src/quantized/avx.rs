@@ -678,11 +678,20 @@ pub(crate) fn vec_dot_q8k_q8k(n: usize, xs: &[BlockQ8K], ys: &[BlockQ8K]) -> f32
 // block is used Q8_0_TILE_N (or Q8_0_TILE_M) times. Each output is the same
 // sequence of integer dot products and f32 fused multiply-adds as
 // `vec_dot_q8_0_q8_0`, so the results are bit-identical to the reference.
+//
+// Where the CPU has AVX-512 VNNI (checked at run time), the tile is 4 x 4:
+// AVX-512VL gives 32 vector registers, enough for 16 accumulators, and
+// `vpdpbusd` does the u8 x i8 products and their sums of four in one
+// instruction (`maddubs` + `madd` with ones otherwise). Both give the same
+// 32-bit integer sums: Q8_0 values are in [-127, 127], so `maddubs`'s pairwise
+// 16-bit sums never saturate. The results stay bit-identical.
 
 /// lhs rows per tile.
 pub(crate) const Q8_0_TILE_M: usize = 2;
 /// Weight rows per tile.
 pub(crate) const Q8_0_TILE_N: usize = 4;
+/// lhs rows per tile on CPUs with AVX-512 VNNI.
+const Q8_0_TILE_M_VNNI: usize = 4;
 
 /// One `RM` x `RN` tile over `kb` blocks: `out[i * ldo + j] = dot(lhs row i, rhs row j)`.
 ///
@@ -691,7 +700,7 @@ pub(crate) const Q8_0_TILE_N: usize = 4;
 /// (row `r` starts at `r * kb`), and `out` must be valid for writes at
 /// `i * ldo + j` for every `i < RM`, `j < RN`.
 #[inline(always)]
-unsafe fn q8_0_tile<const RM: usize, const RN: usize>(
+unsafe fn q8_0_tile<const RM: usize, const RN: usize, const VNNI: bool>(
     kb: usize,
     lhs: *const BlockQ8_0,
     rhs: *const BlockQ8_0,
@@ -718,7 +727,12 @@ unsafe fn q8_0_tile<const RM: usize, const RN: usize>(
             let w = _mm256_loadu_si256(blk.qs.as_ptr() as *const __m256i);
             for i in 0..RM {
                 // |x| * sign(w, x) == x * w, as in mul_sum_i8_pairs_float.
-                let q = mul_sum_us8_pairs_float(ax[i], _mm256_sign_epi8(w, x[i]));
+                let sw = _mm256_sign_epi8(w, x[i]);
+                let q = if VNNI {
+                    _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ax[i], sw))
+                } else {
+                    mul_sum_us8_pairs_float(ax[i], sw)
+                };
                 acc[i][j] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx[i]), q, acc[i][j]);
             }
         }
@@ -738,14 +752,46 @@ unsafe fn q8_0_tile<const RM: usize, const RN: usize>(
 /// `dst` must be valid for writes over `m * n` floats; no other thread may
 /// write columns `c0..c1` meanwhile.
 pub(crate) unsafe fn matmul_q8_0_cols(
+    mkn: (usize, usize, usize),
+    lhs: &[BlockQ8_0],
+    rhs_t: &[BlockQ8_0],
+    cols: (usize, usize),
+    dst: *mut f32,
+) {
+    q8_0_cols::<Q8_0_TILE_M, Q8_0_TILE_N, false>(mkn, lhs, rhs_t, cols, dst)
+}
+
+/// Whether [`matmul_q8_0_cols_vnni`] may be called on this CPU.
+pub(crate) fn has_vnni() -> bool {
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni")
+}
+
+/// [`matmul_q8_0_cols`] with AVX-512 VNNI and 4 x 4 tiles; same results.
+///
+/// # Safety
+/// As [`matmul_q8_0_cols`], and [`has_vnni`] must be true.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn matmul_q8_0_cols_vnni(
+    mkn: (usize, usize, usize),
+    lhs: &[BlockQ8_0],
+    rhs_t: &[BlockQ8_0],
+    cols: (usize, usize),
+    dst: *mut f32,
+) {
+    q8_0_cols::<Q8_0_TILE_M_VNNI, Q8_0_TILE_N, true>(mkn, lhs, rhs_t, cols, dst)
+}
+
+#[inline(always)]
+unsafe fn q8_0_cols<const RM: usize, const RN: usize, const VNNI: bool>(
     (m, kb, n): (usize, usize, usize),
     lhs: &[BlockQ8_0],
     rhs_t: &[BlockQ8_0],
     (c0, c1): (usize, usize),
     dst: *mut f32,
 ) {
-    const RM: usize = Q8_0_TILE_M;
-    const RN: usize = Q8_0_TILE_N;
     debug_assert!(lhs.len() >= m * kb && rhs_t.len() >= c1 * kb && c1 <= n);
     let mut r = 0;
     while r < m {
@@ -757,15 +803,23 @@ pub(crate) unsafe fn matmul_q8_0_cols(
             let w = rhs_t.as_ptr().add(c * kb);
             let o = dst.add(r * n + c);
             if rows == RM && cols == RN {
-                q8_0_tile::<RM, RN>(kb, l, w, o, n);
+                q8_0_tile::<RM, RN, VNNI>(kb, l, w, o, n);
             } else if cols == RN {
-                for i in 0..rows {
-                    q8_0_tile::<1, RN>(kb, l.add(i * kb), w, o.add(i * n), n);
+                // The last rows of a 4-row tiling: the widest tile that fits.
+                match rows {
+                    3 => q8_0_tile::<3, RN, VNNI>(kb, l, w, o, n),
+                    2 => q8_0_tile::<2, RN, VNNI>(kb, l, w, o, n),
+                    _ => {
+                        for i in 0..rows {
+                            q8_0_tile::<1, RN, VNNI>(kb, l.add(i * kb), w, o.add(i * n), n);
+                        }
+                    }
                 }
             } else {
                 for i in 0..rows {
                     for j in 0..cols {
-                        q8_0_tile::<1, 1>(kb, l.add(i * kb), w.add(j * kb), o.add(i * n + j), n);
+                        let o = o.add(i * n + j);
+                        q8_0_tile::<1, 1, VNNI>(kb, l.add(i * kb), w.add(j * kb), o, n);
                     }
                 }
             }

@@ -2330,7 +2330,7 @@ fn matmul_q8_0_tiled<T: GgmlType>(
     rhs_t: &[T],
     dst: &mut [f32],
 ) {
-    use super::avx::{matmul_q8_0_cols, Q8_0_TILE_N};
+    use super::avx::{has_vnni, matmul_q8_0_cols, matmul_q8_0_cols_vnni, Q8_0_TILE_N};
     assert!(T::DTYPE == GgmlDType::Q8_0 && dst.len() >= m * n);
     assert!(lhs_b.len() >= m * kb && rhs_t.len() >= n * kb);
     // SAFETY: T is BlockQ8_0 (its dtype says so), and so is its VecDotType.
@@ -2341,11 +2341,19 @@ fn matmul_q8_0_tiled<T: GgmlType>(
     let cols = ((16 * 1024 / row_bytes.max(1)).clamp(Q8_0_TILE_N, 64) / Q8_0_TILE_N) * Q8_0_TILE_N;
     // A usize so that the closure is Sync; each task writes only its columns.
     let out = dst.as_mut_ptr() as usize;
+    let vnni = has_vnni();
     (0..n.div_ceil(cols)).into_par_iter().for_each(|chunk| {
         let c0 = chunk * cols;
         let c1 = (c0 + cols).min(n);
-        // SAFETY: the chunks' column ranges are disjoint and within n; dst holds m * n.
-        unsafe { matmul_q8_0_cols((m, kb, n), lhs, rhs, (c0, c1), out as *mut f32) };
+        // SAFETY: the chunks' column ranges are disjoint and within n; dst
+        // holds m * n; the VNNI kernel only where the CPU has it.
+        unsafe {
+            if vnni {
+                matmul_q8_0_cols_vnni((m, kb, n), lhs, rhs, (c0, c1), out as *mut f32)
+            } else {
+                matmul_q8_0_cols((m, kb, n), lhs, rhs, (c0, c1), out as *mut f32)
+            }
+        };
     });
 }
 
