@@ -464,3 +464,65 @@ fn a_short_request_finishes_while_a_long_stream_runs() {
         assert!(long.trim_end().ends_with("data: [DONE]"), "{long}");
     });
 }
+
+/// The engine swaps KV caches between sequences (several in flight, one
+/// decoded per step) and restores cached prompt prefixes (every prompt
+/// shares the chat template's system header): greedy answers must not depend
+/// on what ran before or beside them. Sequential answers, then the same
+/// prompts all at once, then sequential again. mistral.rs (one sequence per
+/// step) must give identical answers all three times; llama.cpp batches the
+/// concurrent ones, whose sums may round differently, so only its two
+/// sequential rounds must match. Its own model instance, so other tests'
+/// requests do not interleave.
+#[test]
+fn greedy_answers_do_not_depend_on_what_ran_before() {
+    RT.block_on(async {
+        let s = state(&yaml(64), &[]);
+        s.wait_ready().await.expect("model loads");
+        let app = slmgate::app(s);
+        let prompts = [
+            "What is the capital of Japan?",
+            "Name three colours of the rainbow.",
+            "What is the capital of Japan? Answer in one word.",
+            "Write one sentence about the sea.",
+        ];
+        let answer = |app: axum::Router, p: &'static str| async move {
+            let r = complete(&app, &local(p, json!({"max_tokens": 20}))).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            let text = r.json()["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert!(!text.is_empty(), "{p}");
+            text
+        };
+        let mut first = Vec::new();
+        for p in prompts {
+            first.push(answer(app.clone(), p).await);
+        }
+        let together: Vec<_> = prompts
+            .iter()
+            .chain(prompts.iter())
+            .map(|p| tokio::spawn(answer(app.clone(), p)))
+            .collect();
+        let mut concurrent = Vec::new();
+        for t in together {
+            concurrent.push(t.await.unwrap());
+        }
+        let mut again = Vec::new();
+        for p in prompts {
+            again.push(answer(app.clone(), p).await);
+        }
+        assert_eq!(
+            again, first,
+            "sequential answers changed after other requests"
+        );
+        if engine() == "mistralrs" {
+            let expected: Vec<_> = first.iter().chain(first.iter()).cloned().collect();
+            assert_eq!(
+                concurrent, expected,
+                "concurrent answers differ from sequential ones"
+            );
+        }
+    });
+}

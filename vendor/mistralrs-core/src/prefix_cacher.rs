@@ -376,6 +376,9 @@ impl PrefixCacheManagerV2 {
             }
             for layer in cache.cache.iter_mut().flatten() {
                 layer.set_len(match_len)?;
+                // The clone shares storage with the stored element; the new
+                // sequence appends in place, so it gets its own copy.
+                layer.own_storage()?;
             }
             return Ok(Some(MatchingCache::Normal {
                 normal: cache.cache,

@@ -826,6 +826,11 @@ impl Sequence {
         self.seq_preallocated_cache.as_ref()
     }
 
+    /// Give up the preallocated buffers once the model cache owns them.
+    pub fn take_preallocated_cache(&mut self) -> Option<SeqPreallocatedCache> {
+        self.seq_preallocated_cache.take()
+    }
+
     pub fn normal_cache(&mut self) -> &mut Vec<Option<KvCache>> {
         &mut self.normal_cache
     }

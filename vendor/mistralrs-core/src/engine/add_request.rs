@@ -509,7 +509,20 @@ impl Engine {
                         model_metadata.v_head_dim_for_layer(layer_idx),
                     );
 
-                    let k_seq_cache = match Tensor::zeros(k_shape, dtype, &device) {
+                    // On the CPU the buffers are not zeroed (a memset of every
+                    // layer per request, on the way to the first token): a KV
+                    // cache position is only read after `append` wrote it.
+                    // K and V get one buffer each, as the single-sequence
+                    // path of `set_none_cache` uses them as they are.
+                    let alloc = |shape: (usize, usize, usize, usize)| {
+                        if device.is_cpu() {
+                            // SAFETY: see above.
+                            unsafe { Tensor::empty(shape, dtype, &device) }
+                        } else {
+                            Tensor::zeros(shape, dtype, &device)
+                        }
+                    };
+                    let k_seq_cache = match alloc(k_shape) {
                         Ok(x) => x,
                         Err(_) => {
                             request
@@ -524,10 +537,10 @@ impl Engine {
                             return;
                         }
                     };
-                    let v_seq_cache = if k_shape == v_shape {
+                    let v_seq_cache = if k_shape == v_shape && !device.is_cpu() {
                         k_seq_cache.clone()
                     } else {
-                        match Tensor::zeros(v_shape, dtype, &device) {
+                        match alloc(v_shape) {
                             Ok(x) => x,
                             Err(_) => {
                                 request

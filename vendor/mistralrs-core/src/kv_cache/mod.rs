@@ -180,6 +180,26 @@ impl KvCache {
         }
     }
 
+    /// Give this cache storage of its own: after a `clone()` the tensors share
+    /// their storage with the original, and appending would write into it.
+    /// A normal cache copies only its first `current_seq_len` positions (the
+    /// rest of the new buffer is never read before an append writes it); a
+    /// rotating cache copies its whole buffer.
+    pub fn own_storage(&mut self) -> candle_core::Result<()> {
+        match self {
+            Self::Normal { k, v } => {
+                k.own_storage()?;
+                v.own_storage()?;
+            }
+            Self::Rotating { k, v } => {
+                k.all_data = k.all_data.as_ref().map(|d| d.copy()).transpose()?;
+                v.all_data = v.all_data.as_ref().map(|d| d.copy()).transpose()?;
+            }
+            Self::Shared { .. } => {}
+        }
+        Ok(())
+    }
+
     pub fn is_rotating(&self) -> bool {
         matches!(self, Self::Rotating { .. })
     }
@@ -267,6 +287,34 @@ impl<T: CacheManagerMixin + MetadataMixin + ?Sized> CacheManager<T> for NormalCa
         seqs: &mut [&mut crate::sequence::Sequence],
         modify_draft_cache: bool,
     ) {
+        // One sequence: the model uses the sequence's own buffers, no copy.
+        // They are its alone: a fresh or preallocated buffer, the model's
+        // buffer handed back by `clone_out_cache`, or a prefix-cache hit given
+        // its own storage by `search_for_matching_cache`.
+        if let [seq] = seqs {
+            let src = if modify_draft_cache {
+                seq.normal_draft_cache()
+            } else {
+                seq.normal_cache()
+            };
+            let mut model = pipeline.cache().normal();
+            for (layer, cache) in src
+                .iter()
+                .enumerate()
+                .take(pipeline.get_metadata().num_hidden_layers)
+            {
+                model.0[layer] = match cache {
+                    Some(cache) => cache.clone(),
+                    None => {
+                        let mut cache = model.0[layer].clone();
+                        cache.reset();
+                        cache
+                    }
+                };
+            }
+            return;
+        }
+
         let mut new_k_cache = Vec::new();
         let mut new_v_cache = Vec::new();
 
@@ -587,15 +635,22 @@ impl<T: CacheManagerMixin + MetadataMixin + ?Sized> CacheManager<T> for NormalCa
                 layer.reset();
                 continue;
             }
-            let k_cache = if k_caches.len() > 1 {
-                Tensor::cat(&k_caches, 0).unwrap()
+            // One sequence: its preallocated buffer is used as it is (the
+            // sequence gives it up below, so it is handed out once); a
+            // `zeros_like` copy would cost a second allocation and memset.
+            // `add_request` may hand K and V the same tensor: V then gets its own.
+            let (k_cache, v_cache) = if let [k_cache] = &k_caches[..] {
+                let v_cache = &v_caches[0];
+                let v_cache = if v_cache.id() == k_cache.id() {
+                    v_cache.zeros_like().unwrap()
+                } else {
+                    v_cache.clone()
+                };
+                (k_cache.clone(), v_cache)
             } else {
-                k_caches[0].clone()
-            };
-            let v_cache = if v_caches.len() > 1 {
-                Tensor::cat(&v_caches, 0).unwrap()
-            } else {
-                v_caches[0].clone()
+                let k_cache = Tensor::cat(&k_caches, 0).unwrap();
+                let v_cache = Tensor::cat(&v_caches, 0).unwrap();
+                (k_cache.zeros_like().unwrap(), v_cache.zeros_like().unwrap())
             };
 
             // Use this for the various parameters. Assumes all seqs are from one model.
@@ -606,14 +661,14 @@ impl<T: CacheManagerMixin + MetadataMixin + ?Sized> CacheManager<T> for NormalCa
 
                     let cache = KvCache::Normal {
                         k: SingleCache {
-                            all_data: Some(k_cache.zeros_like().unwrap()),
+                            all_data: Some(k_cache.clone()),
                             dim: template_cache_dim,
                             current_seq_len: 0,
                             max_seq_len: template_cache_msl,
                             capacity_seq_len: k_cache.dims()[template_cache_dim],
                         },
                         v: SingleCache {
-                            all_data: Some(v_cache.zeros_like().unwrap()),
+                            all_data: Some(v_cache),
                             dim: template_cache_dim,
                             current_seq_len: 0,
                             max_seq_len: template_cache_msl,
@@ -623,6 +678,11 @@ impl<T: CacheManagerMixin + MetadataMixin + ?Sized> CacheManager<T> for NormalCa
                     *layer = cache;
                 }
                 KvCache::Rotating { .. } | KvCache::Shared { .. } => unreachable!(),
+            }
+        }
+        if load_preallocated_cache {
+            if let [seq] = seqs {
+                seq.take_preallocated_cache();
             }
         }
     }

@@ -50,6 +50,23 @@ impl SingleCache {
         Ok(data)
     }
 
+    /// Storage of its own holding the first `current_seq_len` positions; the
+    /// rest stays uninitialised, as positions at or past `current_seq_len` are
+    /// only read after `append` has written them.
+    pub fn own_storage(&mut self) -> Result<()> {
+        let Some(data) = &self.all_data else {
+            return Ok(());
+        };
+        // SAFETY: see above; no reader looks past `current_seq_len`.
+        let fresh = unsafe { Tensor::empty(data.shape(), data.dtype(), data.device())? };
+        if self.current_seq_len > 0 {
+            let used = data.narrow(self.dim, 0, self.current_seq_len)?.contiguous()?;
+            fresh.slice_set(&used, self.dim, 0)?;
+        }
+        self.all_data = Some(fresh);
+        Ok(())
+    }
+
     pub fn reset(&mut self) {
         self.current_seq_len = 0;
         self.all_data = None;
