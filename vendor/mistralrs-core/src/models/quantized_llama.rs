@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use candle_core::quantized::ggml_file;
-use candle_core::quantized::QTensor;
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::quantized::{QStorage, QTensor};
+use candle_core::{DType, Device, Result, Tensor, D};
 use candle_nn::{Embedding, Module};
 use mistralrs_quant::{GgufMatMul, QuantMethod, QuantMethodConfig};
 
@@ -41,8 +41,46 @@ impl Mlp {
     }
 }
 
+/// On the CPU, matrices that read the same input are stacked into one (their
+/// rows concatenated, same quantized blocks): the input is quantized once and
+/// one parallel matmul replaces two or three. `None` when they cannot be
+/// (another device, or different block types or widths).
+fn stack_rows(ws: &[&QTensor], device: &Device) -> Result<Option<QTensor>> {
+    if !device.is_cpu() {
+        return Ok(None);
+    }
+    let dtype = ws[0].dtype();
+    let cols = ws[0].shape().dims2()?.1;
+    let (mut rows, mut bytes) = (0, Vec::new());
+    for w in ws {
+        let (r, c) = w.shape().dims2()?;
+        if w.dtype() != dtype || c != cols {
+            return Ok(None);
+        }
+        rows += r;
+        bytes.extend_from_slice(&w.data()?);
+    }
+    // Borrowed, not Owned: candle's `from_data` reinterprets the bytes through a
+    // slice that outlives an owned `Cow` (use after free; it copies them anyway).
+    let storage = QStorage::from_data(std::borrow::Cow::Borrowed(&bytes[..]), device, dtype)?;
+    Ok(Some(QTensor::new(storage, (rows, cols))?))
+}
+
+fn gguf_matmul(w: QTensor) -> Result<Arc<dyn QuantMethod>> {
+    Ok(Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
+        q_weight: Arc::new(w),
+        b: None,
+    })?))
+}
+
 enum MlpOrMoe {
     Mlp(Mlp),
+    /// Gate and up projections stacked (`stack_rows`): one matmul, split.
+    StackedMlp {
+        gate_up: Arc<dyn QuantMethod>,
+        down: Arc<dyn QuantMethod>,
+        hidden: usize,
+    },
     MoE {
         n_expert_used: usize,
         feed_forward_gate_inp: Arc<dyn QuantMethod>,
@@ -53,6 +91,17 @@ enum MlpOrMoe {
 impl MlpOrMoe {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
+            Self::StackedMlp {
+                gate_up,
+                down,
+                hidden,
+            } => {
+                let y = MatMul.qmethod_matmul(xs, &**gate_up)?;
+                let w1 = y.narrow(D::Minus1, 0, *hidden)?.contiguous()?;
+                let w3 = y.narrow(D::Minus1, *hidden, *hidden)?.contiguous()?;
+                let y = crate::ops::mul_and_act(&w1, &w3, crate::layers::Activation::Silu)?;
+                MatMul.qmethod_matmul(&y, &**down)
+            }
             Self::MoE {
                 feed_forward_gate_inp,
                 experts,
@@ -121,9 +170,11 @@ impl MlpOrMoe {
 }
 
 struct LayerWeights {
+    /// Q, K and V stacked into one matrix when `attention_wk` and
+    /// `attention_wv` are `None` (`stack_rows`).
     attention_wq: Arc<dyn QuantMethod>,
-    attention_wk: Arc<dyn QuantMethod>,
-    attention_wv: Arc<dyn QuantMethod>,
+    attention_wk: Option<Arc<dyn QuantMethod>>,
+    attention_wv: Option<Arc<dyn QuantMethod>>,
     attention_wo: Arc<dyn QuantMethod>,
     attention_norm: QRmsNorm,
     mlp_or_moe: MlpOrMoe,
@@ -148,15 +199,26 @@ impl LayerWeights {
     ) -> Result<Tensor> {
         let (b_sz, seq_len, _) = x.dims3()?;
 
-        let q = MatMul
-            .qmethod_matmul(x, &*self.attention_wq)?
-            .to_dtype(self.dtype)?;
-        let k = MatMul
-            .qmethod_matmul(x, &*self.attention_wk)?
-            .to_dtype(self.dtype)?;
-        let v = MatMul
-            .qmethod_matmul(x, &*self.attention_wv)?
-            .to_dtype(self.dtype)?;
+        let (q, k, v) = match (&self.attention_wk, &self.attention_wv) {
+            (Some(wk), Some(wv)) => (
+                MatMul.qmethod_matmul(x, &*self.attention_wq)?,
+                MatMul.qmethod_matmul(x, &**wk)?,
+                MatMul.qmethod_matmul(x, &**wv)?,
+            ),
+            _ => {
+                let qkv = MatMul.qmethod_matmul(x, &*self.attention_wq)?;
+                let nq = self.n_head * self.head_dim;
+                let nkv = self.n_kv_head * self.head_dim;
+                (
+                    qkv.narrow(D::Minus1, 0, nq)?.contiguous()?,
+                    qkv.narrow(D::Minus1, nq, nkv)?.contiguous()?,
+                    qkv.narrow(D::Minus1, nq + nkv, nkv)?.contiguous()?,
+                )
+            }
+        };
+        let q = q.to_dtype(self.dtype)?;
+        let k = k.to_dtype(self.dtype)?;
+        let v = v.to_dtype(self.dtype)?;
 
         let (q, k, v) = if seq_len != 1 {
             let q = q
@@ -276,14 +338,8 @@ impl ModelConfig::FromGGML for ModelWeights {
                     q_weight: Arc::new(attention_wq),
                     b: None,
                 })?),
-                attention_wk: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
-                    q_weight: Arc::new(attention_wk),
-                    b: None,
-                })?),
-                attention_wv: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
-                    q_weight: Arc::new(attention_wv),
-                    b: None,
-                })?),
+                attention_wk: Some(gguf_matmul(attention_wk)?),
+                attention_wv: Some(gguf_matmul(attention_wv)?),
                 attention_wo: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
                     q_weight: Arc::new(attention_wo),
                     b: None,
@@ -483,25 +539,48 @@ impl ModelConfig::FromGGUF for ModelWeights {
             let attention_wq = ct.tensor(&format!("{prefix}.attn_q.weight"), device)?;
             let attention_wk = ct.tensor(&format!("{prefix}.attn_k.weight"), device)?;
             let attention_wv = ct.tensor(&format!("{prefix}.attn_v.weight"), device)?;
+            let (attention_wq, attention_wk, attention_wv) =
+                match stack_rows(&[&attention_wq, &attention_wk, &attention_wv], device)? {
+                    Some(qkv) => (gguf_matmul(qkv)?, None, None),
+                    None => (
+                        gguf_matmul(attention_wq)?,
+                        Some(gguf_matmul(attention_wk)?),
+                        Some(gguf_matmul(attention_wv)?),
+                    ),
+                };
             let attention_wo = ct.tensor(&format!("{prefix}.attn_output.weight"), device)?;
             let mlp_or_moe = if n_expert <= 1 {
                 let feed_forward_w1 = ct.tensor(&format!("{prefix}.ffn_gate.weight"), device)?;
                 let feed_forward_w2 = ct.tensor(&format!("{prefix}.ffn_down.weight"), device)?;
                 let feed_forward_w3 = ct.tensor(&format!("{prefix}.ffn_up.weight"), device)?;
-                MlpOrMoe::Mlp(Mlp {
-                    feed_forward_w1: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
-                        q_weight: Arc::new(feed_forward_w1),
-                        b: None,
-                    })?),
-                    feed_forward_w2: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
-                        q_weight: Arc::new(feed_forward_w2),
-                        b: None,
-                    })?),
-                    feed_forward_w3: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
-                        q_weight: Arc::new(feed_forward_w3),
-                        b: None,
-                    })?),
-                })
+                let hidden = feed_forward_w1.shape().dims2()?.0;
+                let stacked = if feed_forward_w3.shape().dims2()?.0 == hidden {
+                    stack_rows(&[&feed_forward_w1, &feed_forward_w3], device)?
+                } else {
+                    None
+                };
+                if let Some(gate_up) = stacked {
+                    MlpOrMoe::StackedMlp {
+                        gate_up: gguf_matmul(gate_up)?,
+                        down: gguf_matmul(feed_forward_w2)?,
+                        hidden,
+                    }
+                } else {
+                    MlpOrMoe::Mlp(Mlp {
+                        feed_forward_w1: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
+                            q_weight: Arc::new(feed_forward_w1),
+                            b: None,
+                        })?),
+                        feed_forward_w2: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
+                            q_weight: Arc::new(feed_forward_w2),
+                            b: None,
+                        })?),
+                        feed_forward_w3: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
+                            q_weight: Arc::new(feed_forward_w3),
+                            b: None,
+                        })?),
+                    })
+                }
             } else {
                 let feed_forward_gate_inp =
                     ct.tensor(&format!("{prefix}.ffn_gate_inp.weight"), device)?;
@@ -606,18 +685,9 @@ impl ModelConfig::FromGGUF for ModelWeights {
                 }
             };
             layers.push(LayerWeights {
-                attention_wq: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
-                    q_weight: Arc::new(attention_wq),
-                    b: None,
-                })?),
-                attention_wk: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
-                    q_weight: Arc::new(attention_wk),
-                    b: None,
-                })?),
-                attention_wv: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
-                    q_weight: Arc::new(attention_wv),
-                    b: None,
-                })?),
+                attention_wq,
+                attention_wk,
+                attention_wv,
                 attention_wo: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
                     q_weight: Arc::new(attention_wo),
                     b: None,
