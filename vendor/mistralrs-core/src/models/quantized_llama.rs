@@ -567,18 +567,9 @@ impl ModelConfig::FromGGUF for ModelWeights {
                     }
                 } else {
                     MlpOrMoe::Mlp(Mlp {
-                        feed_forward_w1: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
-                            q_weight: Arc::new(feed_forward_w1),
-                            b: None,
-                        })?),
-                        feed_forward_w2: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
-                            q_weight: Arc::new(feed_forward_w2),
-                            b: None,
-                        })?),
-                        feed_forward_w3: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
-                            q_weight: Arc::new(feed_forward_w3),
-                            b: None,
-                        })?),
+                        feed_forward_w1: gguf_matmul(feed_forward_w1)?,
+                        feed_forward_w2: gguf_matmul(feed_forward_w2)?,
+                        feed_forward_w3: gguf_matmul(feed_forward_w3)?,
                     })
                 }
             } else {
