@@ -828,3 +828,223 @@ unsafe fn q8_0_cols<const RM: usize, const RN: usize, const VNNI: bool>(
         r += rows;
     }
 }
+
+// slmgate patch (vendor/patches/candle-core/0003): the prompt matmul with the
+// weight rows interleaved, where the CPU has AVX-512 VNNI.
+//
+// The tiled kernels above keep `vec_dot_q8_0_q8_0`'s arithmetic: every
+// (lhs row, weight row) pair gets eight lanes of partial sums, each block's
+// scale applied lane by lane, and a horizontal sum at the end. That costs an
+// int-to-float conversion, a scale product and a fused multiply-add per pair
+// and block, four times the integer dot product itself (measured). Here a
+// task copies its chunk of weight rows into a scratch buffer with eight rows
+// interleaved by groups of four bytes, so that one `vpdpbusd` of four lhs
+// bytes (broadcast) against one 32-byte vector of that buffer advances eight
+// weight rows at once, one per lane: after the eight groups of a block, lane
+// `j` holds the block's exact integer dot product with row `j`. One
+// conversion, one product of scales and one fused multiply-add then serve
+// eight pairs, and the results come out as eight adjacent outputs, without a
+// horizontal sum.
+//
+// `vpdpbusd` multiplies unsigned by signed bytes: the lhs is stored as
+// `x + 128` (`x ^ 0x80`), and each weight block's lanes start from
+// `-128 * sum(w)` (computed while packing), so the integer sums stay exact.
+// Per output the arithmetic is: for each block in order,
+// `acc = fma(d_x * d_w, float(dot), acc)`. It does not depend on the tile
+// shape or on which rows run together, but it is not bit-identical to
+// `vec_dot`, so it is used for prompt rows only (see `matmul_prompt`).
+
+/// Bytes of one packed block of eight weight rows: 8 x 32 interleaved quant
+/// bytes, then the eight scales (f32) and the eight `-128 * sum(w)` (i32).
+const ILV_BLOCK_BYTES: usize = 320;
+/// Weight rows per parallel task: a multiple of eight.
+pub(crate) const ILV_CHUNK_COLS: usize = 32;
+
+/// Packs rows `0..nrows` (at most 8, missing rows zero) of `rows` (row `j`
+/// starts at `j * kb`) into `dst` (`kb * ILV_BLOCK_BYTES` bytes).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn ilv_pack_group(kb: usize, rows: *const BlockQ8_0, nrows: usize, dst: *mut u8) {
+    let bias = _mm256_set1_epi8(-128i8);
+    for b in 0..kb {
+        let out = dst.add(b * ILV_BLOCK_BYTES);
+        let mut r = [_mm256_setzero_si256(); 8];
+        let mut dw = [0f32; 8];
+        for j in 0..nrows {
+            let blk = &*rows.add(j * kb + b);
+            dw[j] = f16::to_f32(blk.d);
+            r[j] = _mm256_loadu_si256(blk.qs.as_ptr() as *const __m256i);
+        }
+        // An 8 x 8 transpose of 32-bit groups: output vector g holds bytes
+        // 4g..4g+4 of rows 0..8.
+        let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
+        let t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+        let t2 = _mm256_unpacklo_epi32(r[2], r[3]);
+        let t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+        let t4 = _mm256_unpacklo_epi32(r[4], r[5]);
+        let t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+        let t6 = _mm256_unpacklo_epi32(r[6], r[7]);
+        let t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+        let u0 = _mm256_unpacklo_epi64(t0, t2);
+        let u1 = _mm256_unpackhi_epi64(t0, t2);
+        let u2 = _mm256_unpacklo_epi64(t1, t3);
+        let u3 = _mm256_unpackhi_epi64(t1, t3);
+        let u4 = _mm256_unpacklo_epi64(t4, t6);
+        let u5 = _mm256_unpackhi_epi64(t4, t6);
+        let u6 = _mm256_unpacklo_epi64(t5, t7);
+        let u7 = _mm256_unpackhi_epi64(t5, t7);
+        let g = [
+            _mm256_permute2x128_si256(u0, u4, 0x20),
+            _mm256_permute2x128_si256(u1, u5, 0x20),
+            _mm256_permute2x128_si256(u2, u6, 0x20),
+            _mm256_permute2x128_si256(u3, u7, 0x20),
+            _mm256_permute2x128_si256(u0, u4, 0x31),
+            _mm256_permute2x128_si256(u1, u5, 0x31),
+            _mm256_permute2x128_si256(u2, u6, 0x31),
+            _mm256_permute2x128_si256(u3, u7, 0x31),
+        ];
+        let mut sum = _mm256_setzero_si256();
+        for (q, v) in g.iter().enumerate() {
+            _mm256_storeu_si256(out.add(q * 32) as *mut __m256i, *v);
+            // 128 * sum of each row's four bytes, accumulated per lane.
+            sum = _mm256_dpbusd_epi32(sum, bias, *v);
+        }
+        _mm256_storeu_ps(out.add(256) as *mut f32, _mm256_loadu_ps(dw.as_ptr()));
+        let neg = _mm256_sub_epi32(_mm256_setzero_si256(), sum);
+        _mm256_storeu_si256(out.add(288) as *mut __m256i, neg);
+    }
+}
+
+/// `RM` lhs rows x `RG` packed groups of eight weight rows over `kb` blocks.
+/// `ux`: lhs quants `x ^ 0x80`, 32 bytes per block, row `i` at `i * kb * 32`;
+/// `dx`: lhs scales, row `i` at `i * kb`; group `g` at `gp + g * gstride`.
+/// Writes `out[i * ldo + 8 g + j]` for `j < 8`, except in the last group,
+/// where only `last` outputs exist.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn ilv_tile<const RM: usize, const RG: usize>(
+    kb: usize,
+    ux: *const u8,
+    dx: *const f32,
+    gp: *const u8,
+    gstride: usize,
+    out: *mut f32,
+    ldo: usize,
+    last: usize,
+) {
+    let mut acc = [[_mm256_setzero_ps(); RG]; RM];
+    for b in 0..kb {
+        let mut dot = [[_mm256_setzero_si256(); RG]; RM];
+        for g in 0..RG {
+            let p = gp.add(g * gstride + b * ILV_BLOCK_BYTES + 288);
+            let start = _mm256_loadu_si256(p as *const __m256i);
+            for row in dot.iter_mut() {
+                row[g] = start;
+            }
+        }
+        for q in 0..8 {
+            let mut w = [_mm256_setzero_si256(); RG];
+            for (g, v) in w.iter_mut().enumerate() {
+                let p = gp.add(g * gstride + b * ILV_BLOCK_BYTES + q * 32);
+                *v = _mm256_loadu_si256(p as *const __m256i);
+            }
+            for (i, row) in dot.iter_mut().enumerate() {
+                let p = ux.add((i * kb + b) * 32 + q * 4) as *const i32;
+                let x = _mm256_set1_epi32(p.read_unaligned());
+                for g in 0..RG {
+                    row[g] = _mm256_dpbusd_epi32(row[g], x, w[g]);
+                }
+            }
+        }
+        for g in 0..RG {
+            let p = gp.add(g * gstride + b * ILV_BLOCK_BYTES + 256);
+            let dw = _mm256_loadu_ps(p as *const f32);
+            for i in 0..RM {
+                let d = _mm256_mul_ps(_mm256_set1_ps(*dx.add(i * kb + b)), dw);
+                acc[i][g] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot[i][g]), acc[i][g]);
+            }
+        }
+    }
+    for (i, row) in acc.iter().enumerate() {
+        for (g, a) in row.iter().enumerate() {
+            let o = out.add(i * ldo + g * 8);
+            if g + 1 < RG || last == 8 {
+                _mm256_storeu_ps(o, *a);
+            } else {
+                let mut t = [0f32; 8];
+                _mm256_storeu_ps(t.as_mut_ptr(), *a);
+                std::ptr::copy_nonoverlapping(t.as_ptr(), o, last);
+            }
+        }
+    }
+}
+
+/// The lhs of [`matmul_q8_0_ilv_cols`]: quants as `x ^ 0x80` (32 bytes per
+/// block) and scales as f32.
+pub(crate) fn ilv_lhs(lhs: &[BlockQ8_0]) -> (Vec<u8>, Vec<f32>) {
+    let mut ux = Vec::with_capacity(lhs.len() * QK8_0);
+    let mut dx = Vec::with_capacity(lhs.len());
+    for blk in lhs {
+        dx.push(f16::to_f32(blk.d));
+        ux.extend(blk.qs.iter().map(|&q| (q as u8) ^ 0x80));
+    }
+    (ux, dx)
+}
+
+/// Output rows `0..m`, columns `c0..c1` of `lhs (m x k) * rhs_t^T (n x k)`
+/// with the interleaved kernel; `ux`/`dx` from [`ilv_lhs`]; `scratch` holds
+/// the packed weight rows.
+///
+/// # Safety
+/// As [`matmul_q8_0_cols`], and [`has_vnni`] must be true.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn matmul_q8_0_ilv_cols(
+    (m, kb, n): (usize, usize, usize),
+    ux: &[u8],
+    dx: &[f32],
+    rhs_t: &[BlockQ8_0],
+    (c0, c1): (usize, usize),
+    dst: *mut f32,
+    scratch: &mut Vec<u8>,
+) {
+    debug_assert!(ux.len() >= m * kb * QK8_0 && dx.len() >= m * kb);
+    debug_assert!(rhs_t.len() >= c1 * kb && c1 <= n);
+    let groups = (c1 - c0).div_ceil(8);
+    let gstride = kb * ILV_BLOCK_BYTES;
+    scratch.resize(groups * gstride, 0);
+    for g in 0..groups {
+        let r0 = c0 + g * 8;
+        let rows = rhs_t.as_ptr().add(r0 * kb);
+        ilv_pack_group(
+            kb,
+            rows,
+            (c1 - r0).min(8),
+            scratch.as_mut_ptr().add(g * gstride),
+        );
+    }
+    let mut r = 0;
+    while r < m {
+        let rows = (m - r).min(4);
+        let mut g = 0;
+        while g < groups {
+            let gl = (groups - g).min(2);
+            let last = (c1 - (c0 + (g + gl - 1) * 8)).min(8);
+            let u = ux.as_ptr().add(r * kb * QK8_0);
+            let d = dx.as_ptr().add(r * kb);
+            let p = scratch.as_ptr().add(g * gstride);
+            let o = dst.add(r * n + c0 + g * 8);
+            match (rows, gl) {
+                (4, 2) => ilv_tile::<4, 2>(kb, u, d, p, gstride, o, n, last),
+                (4, _) => ilv_tile::<4, 1>(kb, u, d, p, gstride, o, n, last),
+                (3, 2) => ilv_tile::<3, 2>(kb, u, d, p, gstride, o, n, last),
+                (3, _) => ilv_tile::<3, 1>(kb, u, d, p, gstride, o, n, last),
+                (2, 2) => ilv_tile::<2, 2>(kb, u, d, p, gstride, o, n, last),
+                (2, _) => ilv_tile::<2, 1>(kb, u, d, p, gstride, o, n, last),
+                (_, 2) => ilv_tile::<1, 2>(kb, u, d, p, gstride, o, n, last),
+                _ => ilv_tile::<1, 1>(kb, u, d, p, gstride, o, n, last),
+            }
+            g += gl;
+        }
+        r += rows;
+    }
+}

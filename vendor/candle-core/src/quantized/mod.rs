@@ -399,6 +399,16 @@ impl GgmlDType {
 pub trait QuantizedType: Send + Sync {
     fn dtype(&self) -> GgmlDType;
     fn matmul_t(&self, mkn: (usize, usize, usize), lhs: &[f32], dst: &mut [f32]) -> Result<()>;
+    /// slmgate patch (vendor/patches/candle-core/0003): `matmul_t` for the
+    /// rows of a prompt, see `k_quants::matmul_prompt`.
+    fn matmul_t_prompt(
+        &self,
+        mkn: (usize, usize, usize),
+        lhs: &[f32],
+        dst: &mut [f32],
+    ) -> Result<()> {
+        self.matmul_t(mkn, lhs, dst)
+    }
     fn matmul_t_f16(&self, mkn: (usize, usize, usize), lhs: &[f16], dst: &mut [f16]) -> Result<()>;
     fn dequantize(&self, elem_count: usize) -> Result<CpuStorage>;
     fn storage_size_in_bytes(&self) -> usize;
@@ -414,6 +424,14 @@ pub trait QuantizedType: Send + Sync {
 impl<T: k_quants::GgmlType + Send + Sync> QuantizedType for Vec<T> {
     fn matmul_t(&self, mkn: (usize, usize, usize), lhs: &[f32], dst: &mut [f32]) -> Result<()> {
         k_quants::matmul(mkn, lhs, self.as_slice(), dst)
+    }
+    fn matmul_t_prompt(
+        &self,
+        mkn: (usize, usize, usize),
+        lhs: &[f32],
+        dst: &mut [f32],
+    ) -> Result<()> {
+        k_quants::matmul_prompt(mkn, lhs, self.as_slice(), dst)
     }
     fn matmul_t_f16(&self, mkn: (usize, usize, usize), lhs: &[f16], dst: &mut [f16]) -> Result<()> {
         k_quants::matmul_f16(mkn, lhs, self.as_slice(), dst)
@@ -809,11 +827,16 @@ impl crate::CustomOp1 for QTensor {
                 let slice =
                     &slice[layout.start_offset()..layout.start_offset() + src_shape.elem_count()];
                 let mut dst_storage = vec![0f32; dst_shape.elem_count()];
-                self_storage.matmul_t(
-                    (dst_shape.elem_count() / n, k, n),
-                    slice,
-                    &mut dst_storage,
-                )?;
+                let mkn = (dst_shape.elem_count() / n, k, n);
+                // slmgate patch (vendor/patches/candle-core/0003): an input
+                // (..., seq_len, k) with seq_len > 1 holds prompt rows; one
+                // row per sequence (decoding) keeps the reference kernel.
+                let dims = src_shape.dims();
+                if dims.len() >= 3 && dims[dims.len() - 2] > 1 {
+                    self_storage.matmul_t_prompt(mkn, slice, &mut dst_storage)?;
+                } else {
+                    self_storage.matmul_t(mkn, slice, &mut dst_storage)?;
+                }
                 Ok((crate::CpuStorage::F32(dst_storage), dst_shape))
             }
             DType::F16 => {
