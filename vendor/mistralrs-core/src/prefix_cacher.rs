@@ -252,8 +252,18 @@ impl PrefixCacheManagerV2 {
         let toks = Tokens(toks.to_vec());
 
         let mut best_match: Option<(usize, &CacheElement, usize, usize, usize)> = None;
+        let text_only = image_hashes.is_none() && audio_hashes.is_none() && video_hashes.is_none();
         for (k, v) in &self.caches {
-            let match_len = toks.shared_prefix_len(k);
+            let mut match_len = toks.shared_prefix_len(k);
+            // slmgate patch 12: a prompt that is cached whole (a retry, the same
+            // request again) still needs its last position's logits, so reuse all
+            // but its last two tokens and run those. Two rather than one: a step of
+            // several tokens runs the same prompt kernels as the first prefill did,
+            // so the logits, and a greedy answer, come out the same; upstream
+            // returned no hit at all and prefilled the whole prompt again.
+            if text_only && match_len >= toks.0.len() && toks.0.len() > 2 {
+                match_len = toks.0.len() - 2;
+            }
             if match_len == 0 {
                 continue;
             }
@@ -500,6 +510,36 @@ mod tests {
             None => panic!("expected exact-extension prefix-cache hit"),
         }
 
+        Ok(())
+    }
+
+    #[test]
+    fn whole_prompt_hit_reruns_its_last_two_tokens() -> candle_core::Result<()> {
+        let mut prefix_cacher = PrefixCacheManagerV2::new(1, false, false);
+        prefix_cacher.caches.insert(
+            vec![1, 2, 3, 4, 5, 6].into(),
+            CacheElement {
+                cache: vec![Some(make_normal_kv_cache(6)?)],
+                recurrent_snapshots: None,
+                audio_hashes: None,
+                image_hashes: None,
+                video_hashes: None,
+            },
+        );
+        // The same prompt, and a prompt the cached entry extends.
+        for prompt in [&[1, 2, 3, 4, 5, 6][..], &[1, 2, 3, 4][..]] {
+            match prefix_cacher.search_for_matching_cache(prompt, None, None, None)? {
+                Some(MatchingCache::Normal { toks, offset, .. }) => {
+                    assert_eq!(offset, prompt.len() - 2);
+                    assert_eq!(toks, prompt[prompt.len() - 2..].to_vec());
+                }
+                None => panic!("expected a hit for {prompt:?}"),
+            }
+        }
+        // Too short to leave anything cached: no hit.
+        assert!(prefix_cacher
+            .search_for_matching_cache(&[1, 2], None, None, None)?
+            .is_none());
         Ok(())
     }
 }
