@@ -90,6 +90,12 @@ mod tests {
             .collect()
     }
 
+    /// A CPU tensor of `dims` filled by [`values`].
+    fn random(dims: &[usize], seed: &mut u64) -> Tensor {
+        let n = dims.iter().product();
+        Tensor::from_vec(values(n, seed), dims, &Device::Cpu).unwrap()
+    }
+
     /// Q8_0 weights (what `requantize` writes) go through candle's tiled
     /// prompt kernel whenever more than one row comes in
     /// (vendor/patches/candle-core/0001). Every row must come out exactly as
@@ -97,7 +103,6 @@ mod tests {
     /// tiles, and close to the f32 product.
     #[test]
     fn q8_0_prompt_matmul_equals_the_decode_path_row_by_row() {
-        let cpu = Device::Cpu;
         let mut seed = 7;
         for (m, k, n) in [
             (2, 64, 4),
@@ -106,8 +111,8 @@ mod tests {
             (37, 576, 192),
             (9, 1536, 66),
         ] {
-            let w = Tensor::from_vec(values(n * k, &mut seed), (n, k), &cpu).unwrap();
-            let x = Tensor::from_vec(values(m * k, &mut seed), (m, k), &cpu).unwrap();
+            let w = random(&[n, k], &mut seed);
+            let x = random(&[m, k], &mut seed);
             let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
             let mm = QMatMul::from_qtensor(q).unwrap();
             assert!(
@@ -144,7 +149,6 @@ mod tests {
     /// run with it; and close to the f32 product.
     #[test]
     fn q8_0_prompt_rows_match_their_reference_and_each_other() {
-        let cpu = Device::Cpu;
         let mut seed = 11;
         #[cfg(target_arch = "x86_64")]
         let vnni = is_x86_feature_detected!("avx512f")
@@ -181,8 +185,8 @@ mod tests {
             (13, 576, 40),
             (9, 1536, 66),
         ] {
-            let w = Tensor::from_vec(values(n * k, &mut seed), (n, k), &cpu).unwrap();
-            let x = Tensor::from_vec(values(m * k, &mut seed), (1, m, k), &cpu).unwrap();
+            let w = random(&[n, k], &mut seed);
+            let x = random(&[1, m, k], &mut seed);
             let qw = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
             let wb = blocks(&qw);
             let mm = QMatMul::from_qtensor(qw).unwrap();

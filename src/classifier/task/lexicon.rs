@@ -31,9 +31,20 @@ pub(super) const LOGIC: &[&str] = &[
     "not both",
     "if and only if",
 ];
+/// Quantities written as words ("three apples", "a dozen", "half of",
+/// "twice as many"): word problems often have few digits.
+pub(super) const NUMBER_WORDS: &[&str] = &[
+    "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+    "fifteen", "twenty", "thirty", "forty", "fifty", "hundred", "thousand", "million", "dozen",
+    "half", "twice", "thrice", "triple", "double", "third", "quarter",
+];
 pub(super) const MATH_ASK: &[&str] = &[
     "how many",
     "how much",
+    "how long",
+    "how far",
+    "how old",
+    "how fast",
     "what is the",
     "find the",
     "calculate",
@@ -305,7 +316,10 @@ pub(super) const ONE_LINER: &[&str] = &[
     "one word",
     "a word",
     "a short",
-    "a single",
+    "a single sentence",
+    "a single word",
+    "a single line",
+    "a single paragraph",
     "one line",
     "a one line",
     "a haiku",

@@ -166,7 +166,9 @@ pub fn cues(text: &str) -> TaskCues {
         .count();
     TaskCues {
         logic: quant_lines.min(6) as f32 / 3.0 + count(&s, LOGIC),
-        math_steps: numbers(text).min(6) as f32 / 3.0 * math_ask / 3.0,
+        math_steps: (numbers(text) + count(&s, NUMBER_WORDS) as usize).min(6) as f32 / 3.0
+            * math_ask
+            / 3.0,
         latex: (text.matches('$').count() + text.matches('\\').count()).min(6) as f32 / 3.0,
         code_task: count(&s, CODE)
             + (text.contains("```") || code_lines) as u8 as f32
@@ -299,7 +301,10 @@ mod tests {
         );
         let words_math =
             "Tom has 12 apples and gives 3 to each of his 2 friends. How many apples are left?";
-        for hard in [logic, puzzle, essay, words_math] {
+        // Quantities in words, not digits.
+        let spelled_math = "A baker sells a dozen rolls every morning and half as many in the \
+                            evening. She bakes three trays twice a week. How many rolls are left?";
+        for hard in [logic, puzzle, essay, words_math, spelled_math] {
             assert!(p(hard) > 0.5, "{hard}: {}", p(hard));
         }
         for simple in [
