@@ -96,6 +96,11 @@ fn refused(e: GatewayError, version: http::Version) -> Response {
     resp
 }
 
+/// At most this many bytes of a refused body are read and dropped before the
+/// answer, for at most [`DRAIN_TIME`]: see [`discard`].
+const DRAIN_MAX: usize = 16 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The request with its whole body.
 pub async fn read(req: Request, limit: usize) -> Result<Request<Bytes>, GatewayError> {
     check_content_type(req.headers())?;
@@ -105,22 +110,47 @@ pub async fn read(req: Request, limit: usize) -> Result<Request<Bytes>, GatewayE
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > limit) {
+    if let Some(len) = declared.filter(|&len| len > limit) {
+        if len <= DRAIN_MAX {
+            discard(body, DRAIN_MAX).await;
+        }
         return Err(GatewayError::PayloadTooLarge(limit));
     }
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(Request::from_parts(parts, c.to_bytes())),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(GatewayError::PayloadTooLarge(limit))
-        }
-        Err(e) => Err(GatewayError::InvalidRequest {
+    let mut body = body;
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| GatewayError::InvalidRequest {
             param: None,
             message: format!("could not read the request body: {e}"),
-        }),
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if out.len() + data.len() > limit {
+            discard(body, DRAIN_MAX.saturating_sub(out.len() + data.len())).await;
+            return Err(GatewayError::PayloadTooLarge(limit));
+        }
+        out.extend_from_slice(&data);
     }
+    Ok(Request::from_parts(parts, out.freeze()))
+}
+
+/// Reads and drops up to `max` more bytes of a refused body (for at most
+/// [`DRAIN_TIME`]). Most HTTP/1 clients write the whole body before they read
+/// the answer: answering at once and closing the connection under a client
+/// still writing makes it fail with a broken pipe or a reset instead of
+/// seeing the 413. Bodies declared larger than [`DRAIN_MAX`] are not drained.
+async fn discard(mut body: axum::body::Body, max: usize) {
+    let drain = async {
+        let mut n = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            n += frame.data_ref().map_or(0, |d| d.len());
+            if n > max {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
 }
 
 /// Reject anything that is not `application/json` (parameters like charset allowed).
@@ -199,5 +229,35 @@ mod tests {
             r.headers().get(header::CONNECTION).is_none(),
             "no connection headers in HTTP/2"
         );
+    }
+
+    /// A body over the limit is read through (up to `DRAIN_MAX`) before the 413,
+    /// with or without a `Content-Length`: HTTP/1 clients that write the whole
+    /// body before reading would otherwise see a broken pipe, not the answer.
+    #[tokio::test]
+    async fn reads_a_refused_body_through_before_answering() {
+        use futures::StreamExt;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        for declared in [true, false] {
+            let polled = Arc::new(AtomicUsize::new(0));
+            let p = polled.clone();
+            let chunks = futures::stream::iter(0..8).map(move |_| {
+                p.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::io::Error>(Bytes::from(vec![b' '; 1024]))
+            });
+            let mut req = Request::post("/").header("content-type", "application/json");
+            if declared {
+                req = req.header("content-length", "8192");
+            }
+            let req = req.body(Body::from_stream(chunks)).unwrap();
+            let r = ReadBodyLayer::new(2048)
+                .layer(never::<Request<Bytes>>())
+                .oneshot(req)
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 413);
+            assert_eq!(polled.load(Ordering::SeqCst), 8, "declared {declared}");
+        }
     }
 }
