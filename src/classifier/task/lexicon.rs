@@ -246,9 +246,6 @@ pub(super) const CONSTRAINTS: &[&str] = &[
 ];
 pub(super) const PUZZLE: &[&str] = &[
     "count",
-    "letters",
-    "letter",
-    "characters",
     "sort",
     "sorted",
     "alphabetical",
@@ -264,8 +261,32 @@ pub(super) const PUZZLE: &[&str] = &[
     "riddle",
     "next number",
     "spell",
-    "vowels",
-    "digits",
+];
+/// Units of character-level work: puzzle cues only next to an operation on
+/// them (`PUZZLE` or `UNIT_OPS`): "the characters of the novel" or "when was
+/// the letter j introduced" ask for a look-up, not exact work.
+pub(super) const PUZZLE_UNITS: &[&str] = &["letters", "letter", "characters", "vowels", "digits"];
+pub(super) const UNIT_OPS: &[&str] = &[
+    "how many",
+    "number of",
+    "start with",
+    "starts with",
+    "begin with",
+    "begins with",
+    "end with",
+    "ends with",
+    "first",
+    "last",
+    "each",
+    "every",
+    "remove",
+    "replace",
+    "capitalize",
+    "uppercase",
+    "lowercase",
+    "contain",
+    "contains",
+    "containing",
 ];
 pub(super) const TRANSFORM: &[&str] = &[
     "summarize",

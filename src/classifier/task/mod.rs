@@ -139,6 +139,17 @@ fn numbers(text: &str) -> usize {
     n
 }
 
+/// Exact character-level or ordering work: an operation, plus the units it
+/// works on when an operation is there.
+fn puzzle(s: &str) -> f32 {
+    let ops = count(s, PUZZLE);
+    if ops > 0.0 || count(s, UNIT_OPS) > 0.0 {
+        ops + count(s, PUZZLE_UNITS)
+    } else {
+        0.0
+    }
+}
+
 pub fn cues(text: &str) -> TaskCues {
     let lower = text.to_lowercase();
     let ws = words(&lower);
@@ -178,7 +189,7 @@ pub fn cues(text: &str) -> TaskCues {
         essay: count(&s, ESSAY),
         long_write: if produce { count(&s, LONG_OBJECT) } else { 0.0 },
         constraints: count(&s, CONSTRAINTS),
-        puzzle: count(&s, PUZZLE),
+        puzzle: puzzle(&s),
         transform: count(&s, TRANSFORM),
         given_long: if chars > 600 {
             1.0
@@ -309,6 +320,8 @@ mod tests {
         }
         for simple in [
             lookup,
+            "when was the letter j introduced to the alphabet",
+            "who created the characters of the addams family",
             summary.as_str(),
             "hi, how are you?",
             "Write a haiku about rain",
