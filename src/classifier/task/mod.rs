@@ -329,5 +329,15 @@ mod tests {
             assert!(p(simple) < 0.0, "{simple}: {}", p(simple));
         }
         assert!(p(logic) > p(lookup) + 3.0);
+        // The cues themselves: quantities in words count as numbers, and
+        // letters or characters are puzzle work only with an operation on them.
+        assert!(cues(spelled_math).math_steps > 0.0);
+        for lookup in [
+            "when was the letter j introduced to the alphabet",
+            "who created the characters of the addams family",
+        ] {
+            assert_eq!(cues(lookup).puzzle, 0.0, "{lookup}");
+        }
+        assert_eq!(cues("How many vowels are in the word banana?").puzzle, 1.0);
     }
 }
