@@ -290,8 +290,9 @@ pub fn eval_loso(paths: &[PathBuf], json: bool) -> Result<(), String> {
         // Per-prompt held-out scores, for looking at what a fold got wrong.
         let lines: String = (0..n)
             .map(|i| {
+                let prior = crate::classifier::task::cues(crate::classifier::last_user_text(&ex[i].messages)).prior();
                 serde_json::json!({"id": ex[i].raw.get("id"), "source": inp.sources[i], "hard": inp.hard[i],
-                    "fast": fast[i], "full": full[i], "length": length[i], "features": features[i]})
+                    "fast": fast[i], "full": full[i], "length": length[i], "features": features[i], "prior": prior})
                     .to_string()
                     + "\n"
             })

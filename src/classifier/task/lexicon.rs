@@ -30,6 +30,12 @@ pub(super) const LOGIC: &[&str] = &[
     "valid argument",
     "not both",
     "if and only if",
+    // Proofs are formal reasoning whatever the topic.
+    "prove that",
+    "prove the",
+    "proof that",
+    "a proof",
+    "show that",
 ];
 /// Quantities written as words ("three apples", "a dozen", "half of",
 /// "twice as many"): word problems often have few digits.
@@ -172,6 +178,12 @@ pub(super) const LONG_OBJECT: &[&str] = &[
     "syllabus",
     "proposal",
     "plan",
+    "stories",
+    "essays",
+    "articles",
+    "poems",
+    "songs",
+    "scripts",
 ];
 pub(super) const PRODUCE: &[&str] = &[
     "write", "compose", "create", "draft", "generate", "produce", "prepare", "provide", "make",
@@ -210,6 +222,26 @@ pub(super) const TECH: &[&str] = &[
     "bug",
     "ui",
     "website",
+    "plugin",
+    "extension",
+    "bot",
+    "kernel",
+    "module",
+    "endpoint",
+    "scraper",
+    "cli",
+    "gui",
+    "php",
+    "ruby",
+    "kotlin",
+    "swift",
+    "matlab",
+    "perl",
+    "haskell",
+    "scala",
+    "vba",
+    "powershell",
+    "cpp",
 ];
 pub(super) const HOW_TO: &[&str] = &[
     "how can i",
@@ -261,6 +293,9 @@ pub(super) const PUZZLE: &[&str] = &[
     "riddle",
     "next number",
     "spell",
+    "descending",
+    "ascending",
+    "arrange",
 ];
 /// Units of character-level work: puzzle cues only next to an operation on
 /// them (`PUZZLE` or `UNIT_OPS`): "the characters of the novel" or "when was

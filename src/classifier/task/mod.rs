@@ -139,6 +139,23 @@ fn numbers(text: &str) -> usize {
     n
 }
 
+/// Asked lengths of a hundred words or more, or of pages to write: "a
+/// 1000-word story", "in 500 words", "two pages on …".
+fn long_length(ws: &[&str], produce: bool) -> f32 {
+    ws.windows(2)
+        .filter(|p| {
+            let n = p[0].parse::<u32>().ok();
+            let big = n.map_or(matches!(p[0], "hundred" | "thousand"), |n| n >= 100);
+            let some = big || n.is_some_and(|n| n >= 2) || NUMBER_WORDS.contains(&p[0]);
+            match p[1] {
+                "word" | "words" => big,
+                "page" | "pages" => produce && some,
+                _ => false,
+            }
+        })
+        .count() as f32
+}
+
 /// Exact character-level or ordering work: an operation, plus the units it
 /// works on when an operation is there.
 fn puzzle(s: &str) -> f32 {
@@ -150,16 +167,62 @@ fn puzzle(s: &str) -> f32 {
     }
 }
 
+/// Lines longer than this are material (a passage, an article), not the ask.
+const ASK_LINE: usize = 800;
+/// Characters of a first or last long line kept as ask.
+const ASK_HEAD: usize = 150;
+const ASK_TAIL: usize = 250;
+
+/// The part of a long prompt that asks for something, apart from the material
+/// it is about: lines of at most `line` characters (instructions, questions,
+/// options, code) are kept; longer lines (passages) are dropped, except the
+/// first `head` characters of the first line and the last `tail` of the last
+/// (where an instruction runs into its material). Short prompts are all ask.
+fn ask_part(lower: &str, line: usize, head: usize, tail: usize) -> std::borrow::Cow<'_, str> {
+    if lower.chars().count() <= head + tail {
+        return lower.into();
+    }
+    let lines: Vec<&str> = lower.split('\n').collect();
+    let last = lines.len() - 1;
+    let mut out = String::new();
+    for (i, l) in lines.iter().enumerate() {
+        let n = l.chars().count();
+        if n <= line {
+            out.push_str(l);
+        } else {
+            if i == 0 {
+                let end = l.char_indices().nth(head).map_or(l.len(), |(k, _)| k);
+                let first = &l[..end];
+                out.push_str(first.rfind(char::is_whitespace).map_or("", |k| &first[..k]));
+            }
+            if i == last {
+                let start = l
+                    .char_indices()
+                    .nth(n - tail.min(n))
+                    .map_or(l.len(), |(k, _)| k);
+                let end = &l[start..];
+                out.push_str(" ");
+                out.push_str(end.find(char::is_whitespace).map_or("", |k| &end[k..]));
+            }
+        }
+        out.push('\n');
+    }
+    out.into()
+}
+
 pub fn cues(text: &str) -> TaskCues {
     let lower = text.to_lowercase();
     let ws = words(&lower);
     let s = joined(&ws);
     let chars = text.chars().count();
+    let ask_lower = ask_part(&lower, ASK_LINE, ASK_HEAD, ASK_TAIL);
+    let aws = words(&ask_lower);
+    let a = joined(&aws);
     let quant_lines = lower
         .lines()
         .filter(|l| words(l).first().is_some_and(|w| QUANT.contains(w)))
         .count();
-    let math_ask = count(&s, MATH_ASK).min(3.0);
+    let math_ask = count(&a, MATH_ASK).min(3.0);
     // Lines that end like code (`{`, `}`, `;`), not one list that ends in `;`.
     let code_lines = text
         .split('\n')
@@ -168,8 +231,8 @@ pub fn cues(text: &str) -> TaskCues {
         .filter(|l| l.trim_end().ends_with(['{', '}', ';']))
         .count()
         >= 2;
-    let produce = count(&s, PRODUCE) > 0.0;
-    let compare_q = lower
+    let produce = count(&a, PRODUCE) > 0.0;
+    let compare_q = ask_lower
         .split('\n')
         .flat_map(|l| l.split_inclusive('?'))
         .filter(|q| q.contains('?') && (q.contains("which") || q.contains(" or ")))
@@ -181,15 +244,15 @@ pub fn cues(text: &str) -> TaskCues {
             * math_ask
             / 3.0,
         latex: (text.matches('$').count() + text.matches('\\').count()).min(6) as f32 / 3.0,
-        code_task: count(&s, CODE)
+        code_task: count(&a, CODE)
             + (text.contains("```") || code_lines) as u8 as f32
-            + ((produce || count(&s, HOW_TO) > 0.0) && count(&s, TECH) > 0.0) as u8 as f32,
-        multihop: count(&s, MULTIHOP),
-        apply: count(&s, APPLY) / 3.0,
-        essay: count(&s, ESSAY),
-        long_write: if produce { count(&s, LONG_OBJECT) } else { 0.0 },
-        constraints: count(&s, CONSTRAINTS),
-        puzzle: puzzle(&s),
+            + ((produce || count(&a, HOW_TO) > 0.0) && count(&a, TECH) > 0.0) as u8 as f32,
+        multihop: count(&a, MULTIHOP),
+        apply: count(&a, APPLY) / 3.0,
+        essay: count(&a, ESSAY),
+        long_write: if produce { count(&a, LONG_OBJECT) } else { 0.0 } + long_length(&aws, produce),
+        constraints: count(&a, CONSTRAINTS),
+        puzzle: puzzle(&a),
         transform: count(&s, TRANSFORM),
         given_long: if chars > 600 {
             1.0
@@ -200,9 +263,9 @@ pub fn cues(text: &str) -> TaskCues {
         },
         short_q: (ws.len() <= 14) as u8 as f32,
         compare_q: compare_q as f32,
-        one_liner: count(&s, ONE_LINER),
+        one_liner: count(&a, ONE_LINER),
         ln_ask: ((1.0 + chars as f32) / 61.0).ln(),
-        chat: count(&s, CHAT),
+        chat: count(&a, CHAT),
     }
 }
 
@@ -339,5 +402,46 @@ mod tests {
             assert_eq!(cues(lookup).puzzle, 0.0, "{lookup}");
         }
         assert_eq!(cues("How many vowels are in the word banana?").puzzle, 1.0);
+    }
+
+    #[test]
+    fn the_ask_is_read_apart_from_the_material() {
+        // A short prompt is all ask.
+        assert_eq!(
+            ask_part("why is the sky blue?", 800, 150, 250),
+            "why is the sky blue?"
+        );
+        // A passage line is material: its words are no ask, the lines around it are.
+        let passage = "the committee must explain why costs rose more than planned. ".repeat(20);
+        let prompt = format!("summarize the article below.\n{passage}\nkeep it short.");
+        let ask = ask_part(&prompt, 800, 150, 250);
+        assert!(ask.contains("summarize the article below"));
+        assert!(ask.contains("keep it short"));
+        assert!(!ask.contains("committee"), "{ask}");
+        let c = cues(&prompt);
+        assert_eq!((c.essay, c.constraints, c.apply), (0.0, 0.0, 0.0));
+        assert!(
+            c.transform > 0.0,
+            "transform words still count over the whole text"
+        );
+        // An instruction that runs into its material on one line keeps its head.
+        let one_line = format!("Explain the main argument of this essay: {passage}");
+        assert!(ask_part(&one_line.to_lowercase(), 800, 150, 250).starts_with("explain the main"));
+    }
+
+    #[test]
+    fn proofs_and_asked_lengths_are_demands() {
+        assert!(cues("Prove that the square root of 2 is irrational.").logic >= 1.0);
+        let story = cues("Write a 1000-word short story about a lighthouse keeper.");
+        assert_eq!(story.long_write, 2.0, "a story, and a thousand words");
+        assert_eq!(
+            cues("Write two pages on the French revolution.").long_write,
+            1.0
+        );
+        assert_eq!(
+            cues("She reads 30 pages a day and learned 10 words.").long_write,
+            0.0
+        );
+        assert!(cues("List the prime numbers below 50 in descending order.").puzzle > 0.0);
     }
 }
