@@ -44,6 +44,22 @@ pub(super) const NUMBER_WORDS: &[&str] = &[
     "fifteen", "twenty", "thirty", "forty", "fifty", "hundred", "thousand", "million", "dozen",
     "half", "twice", "thrice", "triple", "double", "third", "quarter",
 ];
+/// Asks for a quantity outright: one is enough when the text gives several.
+pub(super) const QUANTITY_ASK: &[&str] = &[
+    "how many",
+    "how much",
+    "how long",
+    "how far",
+    "how old",
+    "how fast",
+    "how tall",
+    "how deep",
+    "how heavy",
+    "calculate",
+    "compute",
+    "solve",
+    "what percentage",
+];
 pub(super) const MATH_ASK: &[&str] = &[
     "how many",
     "how much",
@@ -105,6 +121,29 @@ pub(super) const MULTIHOP: &[&str] = &[
     "relation",
     "related to",
     "older",
+];
+/// Links inside one question that point from one entity to another ("the
+/// film directed by …", "the company that purchased …", "X's son"): a
+/// question with two or more asks for a chain of look-ups.
+pub(super) const RELATIVE: &[&str] = &["that", "who", "which", "whose", "where", "whom"];
+pub(super) const LINKS: &[&str] = &[
+    "directed by",
+    "written by",
+    "founded by",
+    "created by",
+    "produced by",
+    "owned by",
+    "played by",
+    "released by",
+    "based on",
+    "known as",
+    "born in",
+    "starring",
+    "starred in",
+    "appeared in",
+    "named after",
+    "located in",
+    "headquartered in",
 ];
 pub(super) const APPLY: &[&str] = &[
     "background",
@@ -186,8 +225,20 @@ pub(super) const LONG_OBJECT: &[&str] = &[
     "scripts",
 ];
 pub(super) const PRODUCE: &[&str] = &[
-    "write", "compose", "create", "draft", "generate", "produce", "prepare", "provide", "make",
-    "build", "develop",
+    "write",
+    "compose",
+    "create",
+    "draft",
+    "generate",
+    "produce",
+    "prepare",
+    "provide",
+    "make",
+    "build",
+    "develop",
+    "implement",
+    "give me",
+    "show me",
 ];
 /// Programming vocabulary: with a request to produce something, a code task.
 pub(super) const TECH: &[&str] = &[

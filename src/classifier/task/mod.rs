@@ -139,6 +139,43 @@ fn numbers(text: &str) -> usize {
     n
 }
 
+/// Words whose `'s` is "is" or "has", not a possessive.
+const CONTRACTED: &[&str] = &[
+    "what", "how", "it", "that", "there", "here", "who", "where", "when", "why", "let", "he",
+    "she", "this", "one", "everyone", "nobody",
+];
+
+/// The most entity-to-entity links in one question of the ask (`RELATIVE`
+/// words after a question's first word, `LINKS`, possessives).
+fn bridges(ask: &str) -> usize {
+    ask.split_inclusive(['?', '.', '!', '\n'])
+        .filter(|q| q.ends_with('?'))
+        .map(|q| {
+            let ws = words(q);
+            let rel = ws.iter().skip(1).filter(|w| RELATIVE.contains(w)).count();
+            let poss = ws
+                .iter()
+                .filter(|w| {
+                    w.strip_suffix("'s")
+                        .is_some_and(|stem| !CONTRACTED.contains(&stem))
+                })
+                .count();
+            rel + poss + count(&joined(&ws), LINKS) as usize
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Multi-step arithmetic: at least two quantities given (digits or words),
+/// and an ask for a quantity — one outright ask ("how many", "calculate") is
+/// enough; the weaker cues ("total", "each", "per") count by thirds.
+fn math_steps(quantities: usize, quantity_ask: f32, math_ask: f32) -> f32 {
+    if quantities < 2 {
+        return 0.0;
+    }
+    quantities.min(6) as f32 / 3.0 * quantity_ask.min(1.0).max(math_ask / 3.0)
+}
+
 /// Asked lengths of a hundred words or more, or of pages to write: "a
 /// 1000-word story", "in 500 words", "two pages on …".
 fn long_length(ws: &[&str], produce: bool) -> f32 {
@@ -240,14 +277,17 @@ pub fn cues(text: &str) -> TaskCues {
         .count();
     TaskCues {
         logic: quant_lines.min(6) as f32 / 3.0 + count(&s, LOGIC),
-        math_steps: (numbers(text) + count(&s, NUMBER_WORDS) as usize).min(6) as f32 / 3.0
-            * math_ask
-            / 3.0,
+        math_steps: math_steps(
+            numbers(text) + count(&s, NUMBER_WORDS) as usize,
+            count(&a, QUANTITY_ASK),
+            math_ask,
+        ),
         latex: (text.matches('$').count() + text.matches('\\').count()).min(6) as f32 / 3.0,
         code_task: count(&a, CODE)
             + (text.contains("```") || code_lines) as u8 as f32
             + ((produce || count(&a, HOW_TO) > 0.0) && count(&a, TECH) > 0.0) as u8 as f32,
-        multihop: count(&a, MULTIHOP),
+        // One link in a question is half a hop; two or more, a chain.
+        multihop: count(&a, MULTIHOP) + bridges(&ask_lower).min(2) as f32 / 2.0,
         apply: count(&a, APPLY) / 3.0,
         essay: count(&a, ESSAY),
         long_write: if produce { count(&a, LONG_OBJECT) } else { 0.0 } + long_length(&aws, produce),
@@ -443,5 +483,35 @@ mod tests {
             0.0
         );
         assert!(cues("List the prime numbers below 50 in descending order.").puzzle > 0.0);
+    }
+
+    #[test]
+    fn chained_questions_and_word_problems() {
+        // Entity-to-entity links inside one question: a chain of look-ups.
+        assert_eq!(
+            bridges("where is the company that purchased aixam based?"),
+            1
+        );
+        assert_eq!(
+            bridges("the film directed by whom starred the actor known as ash morgan?"),
+            2
+        );
+        assert_eq!(bridges("who wrote pride and prejudice?"), 0);
+        assert_eq!(
+            bridges("what's the capital of australia?"),
+            0,
+            "a contraction"
+        );
+        assert_eq!(bridges("when was fannie lee chaney's son born?"), 1);
+        assert_eq!(
+            bridges("the company that makes it. who wrote it?"),
+            0,
+            "questions only"
+        );
+        // Two quantities and one outright ask for a quantity make a word problem.
+        assert!(
+            cues("Sam is 12 and his sister is twice his age. How old is she?").math_steps >= 0.6
+        );
+        assert_eq!(cues("how many episodes are in season 3").math_steps, 0.0);
     }
 }
