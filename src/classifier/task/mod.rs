@@ -493,7 +493,11 @@ mod tests {
             1
         );
         assert_eq!(
-            bridges("the film directed by whom starred the actor known as ash morgan?"),
+            bridges("the band that covered godzilla formed in which city?"),
+            2
+        );
+        assert_eq!(
+            bridges("which film directed by him starred the actor known as kit?"),
             2
         );
         assert_eq!(bridges("who wrote pride and prejudice?"), 0);
