@@ -1,0 +1,148 @@
+//! The task-demand cues and the prior they make.
+use super::*;
+
+/// The head's feature list names the task features in the same order,
+/// after the cheap ones and before the prior.
+#[test]
+fn the_heads_feature_list_matches() {
+    use crate::classifier::head::{FEATURES, PRIOR_FEATURE};
+    use crate::classifier::train_config::LEGACY_FEATURES;
+    let end = LEGACY_FEATURES + TASK_FEATURES.len();
+    assert_eq!(&FEATURES[LEGACY_FEATURES..end], TASK_FEATURES);
+    assert_eq!(PRIOR_FEATURE, end);
+    assert_eq!(FEATURES[PRIOR_FEATURE], "task_prior");
+    assert_eq!(FEATURES.len(), end + 1);
+}
+
+fn p(text: &str) -> f32 {
+    cues(text).prior()
+}
+
+#[test]
+fn words_and_phrases() {
+    assert_eq!(
+        words("it's 3.5 km, isn't it?"),
+        vec!["it's", "3", "5", "km", "isn't", "it"]
+    );
+    let s = joined(&words("write a function that sorts; write a function"));
+    assert_eq!(count(&s, &["write a function"]), 2.0);
+    assert_eq!(count(&s, &["sort"]), 0.0, "whole words only");
+    assert_eq!(numbers("1,000 apples cost $3.50 and 7"), 3);
+}
+
+#[test]
+fn the_rule_orders_task_types() {
+    let logic = "Premises:\nAll cats are mammals.\nNo mammal is a fish.\nIf Tom is a cat, then Tom \
+                 purrs.\n\nIs the following conclusion true, false, or uncertain?\nConclusion: Tom is a fish.";
+    let lookup = "who sang the song hey jude";
+    let puzzle =
+        "Count the letters r in strawberry and sort these words alphabetically: pear, fig, apple.";
+    let essay =
+        "What if the moon disappeared? Explain the consequences for life on Earth in detail.";
+    let summary = format!(
+        "Summarize the following article:\n\n{}",
+        "The council met on Monday. ".repeat(40)
+    );
+    let words_math =
+        "Tom has 12 apples and gives 3 to each of his 2 friends. How many apples are left?";
+    // Quantities in words, not digits.
+    let spelled_math = "A baker sells a dozen rolls every morning and half as many in the \
+                        evening. She bakes three trays twice a week. How many rolls are left?";
+    for hard in [logic, puzzle, essay, words_math, spelled_math] {
+        assert!(p(hard) > 0.5, "{hard}: {}", p(hard));
+    }
+    for simple in [
+        lookup,
+        "when was the letter j introduced to the alphabet",
+        "who created the characters of the addams family",
+        summary.as_str(),
+        "hi, how are you?",
+        "Write a haiku about rain",
+    ] {
+        assert!(p(simple) < 0.0, "{simple}: {}", p(simple));
+    }
+    assert!(p(logic) > p(lookup) + 3.0);
+    // The cues themselves: quantities in words count as numbers, and
+    // letters or characters are puzzle work only with an operation on them.
+    assert!(cues(spelled_math).math_steps > 0.0);
+    for lookup in [
+        "when was the letter j introduced to the alphabet",
+        "who created the characters of the addams family",
+    ] {
+        assert_eq!(cues(lookup).puzzle, 0.0, "{lookup}");
+    }
+    assert_eq!(cues("How many vowels are in the word banana?").puzzle, 1.0);
+}
+
+#[test]
+fn the_ask_is_read_apart_from_the_material() {
+    // A short prompt is all ask.
+    assert_eq!(
+        ask_part("why is the sky blue?", 800, 150, 250),
+        "why is the sky blue?"
+    );
+    // A passage line is material: its words are no ask, the lines around it are.
+    let passage = "the committee must explain why costs rose more than planned. ".repeat(20);
+    let prompt = format!("summarize the article below.\n{passage}\nkeep it short.");
+    let ask = ask_part(&prompt, 800, 150, 250);
+    assert!(ask.contains("summarize the article below"));
+    assert!(ask.contains("keep it short"));
+    assert!(!ask.contains("committee"), "{ask}");
+    let c = cues(&prompt);
+    assert_eq!((c.essay, c.constraints, c.apply), (0.0, 0.0, 0.0));
+    assert!(
+        c.transform > 0.0,
+        "transform words still count over the whole text"
+    );
+    // An instruction that runs into its material on one line keeps its head.
+    let one_line = format!("Explain the main argument of this essay: {passage}");
+    assert!(ask_part(&one_line.to_lowercase(), 800, 150, 250).starts_with("explain the main"));
+}
+
+#[test]
+fn proofs_and_asked_lengths_are_demands() {
+    assert!(cues("Prove that the square root of 2 is irrational.").logic >= 1.0);
+    let story = cues("Write a 1000-word short story about a lighthouse keeper.");
+    assert_eq!(story.long_write, 2.0, "a story, and a thousand words");
+    assert_eq!(
+        cues("Write two pages on the French revolution.").long_write,
+        1.0
+    );
+    assert_eq!(
+        cues("She reads 30 pages a day and learned 10 words.").long_write,
+        0.0
+    );
+    assert!(cues("List the prime numbers below 50 in descending order.").puzzle > 0.0);
+}
+
+#[test]
+fn chained_questions_and_word_problems() {
+    // Entity-to-entity links inside one question: a chain of look-ups.
+    assert_eq!(
+        bridges("where is the company that purchased aixam based?"),
+        1
+    );
+    assert_eq!(
+        bridges("the band that covered godzilla formed in which city?"),
+        2
+    );
+    assert_eq!(
+        bridges("which film directed by him starred the actor known as kit?"),
+        2
+    );
+    assert_eq!(bridges("who wrote pride and prejudice?"), 0);
+    assert_eq!(
+        bridges("what's the capital of australia?"),
+        0,
+        "a contraction"
+    );
+    assert_eq!(bridges("when was fannie lee chaney's son born?"), 1);
+    assert_eq!(
+        bridges("the company that makes it. who wrote it?"),
+        0,
+        "questions only"
+    );
+    // Two quantities and one outright ask for a quantity make a word problem.
+    assert!(cues("Sam is 12 and his sister is twice his age. How old is she?").math_steps >= 0.6);
+    assert_eq!(cues("how many episodes are in season 3").math_steps, 0.0);
+}
