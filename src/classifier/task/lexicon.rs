@@ -196,6 +196,15 @@ pub(super) const ESSAY: &[&str] = &[
     "evaluate",
     "critique",
     "justify",
+    // Asks for depth.
+    "step by step",
+    "detailed",
+    "comprehensive",
+    "in depth",
+    "strengths and weaknesses",
+    "trade offs",
+    "tradeoffs",
+    "best practices",
 ];
 pub(super) const LONG_OBJECT: &[&str] = &[
     "essay",
