@@ -259,7 +259,8 @@ pub fn cues(text: &str) -> TaskCues {
         .lines()
         .filter(|l| words(l).first().is_some_and(|w| QUANT.contains(w)))
         .count();
-    let math_ask = count(&a, MATH_ASK).min(3.0);
+    let quantity_ask = count(&a, QUANTITY_ASK);
+    let math_ask = (quantity_ask + count(&a, MATH_ASK)).min(3.0);
     // Lines that end like code (`{`, `}`, `;`), not one list that ends in `;`.
     let code_lines = text
         .split('\n')
@@ -279,7 +280,7 @@ pub fn cues(text: &str) -> TaskCues {
         logic: quant_lines.min(6) as f32 / 3.0 + count(&s, LOGIC),
         math_steps: math_steps(
             numbers(text) + count(&s, NUMBER_WORDS) as usize,
-            count(&a, QUANTITY_ASK),
+            quantity_ask,
             math_ask,
         ),
         latex: (text.matches('$').count() + text.matches('\\').count()).min(6) as f32 / 3.0,
@@ -326,8 +327,9 @@ impl TaskCues {
         // Transforming a given text is simple, unless the ask is to produce
         // code or a long piece (then the long text is the brief, not the input).
         // Nor when the question compares or reasons over the given text (applying
-        // a stated rule to a new situation, formal logic).
-        if f.code_task + f.long_write + f.compare_q + f.logic == 0.0 {
+        // a stated rule to a new situation — a background, a situation and
+        // comparatives: `apply` of 1 or more — formal logic).
+        if f.code_task + f.long_write + f.compare_q + f.logic == 0.0 && f.apply < 1.0 {
             z -= 0.7 * f.transform.min(4.0) * f.given_long;
         }
         if demanding == 0.0 {

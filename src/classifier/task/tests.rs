@@ -146,3 +146,34 @@ fn chained_questions_and_word_problems() {
     assert!(cues("Sam is 12 and his sister is twice his age. How old is she?").math_steps >= 0.6);
     assert_eq!(cues("how many episodes are in season 3").math_steps, 0.0);
 }
+
+#[test]
+fn a_stated_rule_applied_to_a_new_case_is_not_a_plain_transform() {
+    // A background rule, a new situation and a question about it (no
+    // comparative in the question itself) against a plain passage with the
+    // same kind of question: only the second is a transform of the text.
+    let rule = format!(
+        "Background: {}\n\nSituation: Lake A is fed by a cold mountain stream. Lake B sits \
+         in a sunny valley and its water is much warmer in summer.\n\nAnswer the following \
+         question: Whose fish will struggle in August?",
+        "Warmer water holds less dissolved oxygen than colder water, and fish need more \
+         oxygen when the water is warmer. "
+            .repeat(3)
+    );
+    let plain = format!(
+        "{}\n\nAnswer the following question: Who will open the bridge in August?",
+        "The town council met on Monday to vote on the new bridge over the river, and the \
+         mayor said the opening ceremony would take place in the summer. "
+            .repeat(3)
+    );
+    let (r, p) = (cues(&rule), cues(&plain));
+    assert_eq!((r.compare_q, p.compare_q), (0.0, 0.0));
+    assert!(r.apply >= 1.0 && p.apply < 1.0, "{} {}", r.apply, p.apply);
+    assert!(r.transform > 0.0 && p.transform > 0.0);
+    assert!(
+        r.prior() > p.prior() + 1.0,
+        "{} vs {}",
+        r.prior(),
+        p.prior()
+    );
+}
