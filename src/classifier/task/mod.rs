@@ -17,8 +17,10 @@
 //! round numbers set by hand from the rule and checked by leave-one-source-out
 //! (`slmgate eval --loso`), never fitted to dev.
 
+mod code_words;
 mod lexicon;
 
+use code_words::*;
 use lexicon::*;
 
 /// Names of the task features, in input order.
