@@ -37,46 +37,6 @@ pub(super) const LOGIC: &[&str] = &[
     "a proof",
     "show that",
 ];
-/// Quantities written as words ("three apples", "a dozen", "half of",
-/// "twice as many"): word problems often have few digits.
-pub(super) const NUMBER_WORDS: &[&str] = &[
-    "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-    "fifteen", "twenty", "thirty", "forty", "fifty", "hundred", "thousand", "million", "dozen",
-    "half", "twice", "thrice", "triple", "double", "third", "quarter",
-];
-/// Asks for a quantity outright: one is enough when the text gives several.
-pub(super) const QUANTITY_ASK: &[&str] = &[
-    "how many",
-    "how much",
-    "how long",
-    "how far",
-    "how old",
-    "how fast",
-    "how tall",
-    "how deep",
-    "how heavy",
-    "calculate",
-    "compute",
-    "solve",
-    "what percentage",
-];
-/// Weaker arithmetic asks (with `QUANTITY_ASK`, counted by thirds).
-pub(super) const MATH_ASK: &[&str] = &[
-    "what is the",
-    "find the",
-    "total",
-    "left",
-    "remaining",
-    "each",
-    "per",
-    "average",
-    "percent",
-    "sum",
-    "difference",
-    "product",
-    "probability",
-    "value of",
-];
 pub(super) const MULTIHOP: &[&str] = &[
     "combine facts",
     "complex question",
@@ -253,6 +213,8 @@ pub(super) const PUZZLE: &[&str] = &[
     "sorted",
     "alphabetical",
     "alphabetically",
+    "alphabetize",
+    "alphabetise",
     "reverse",
     "backwards",
     "anagram",

@@ -19,9 +19,11 @@
 
 mod code_words;
 mod lexicon;
+mod math;
 
 use code_words::*;
 use lexicon::*;
+use math::*;
 
 /// Names of the task features, in input order.
 pub const TASK_FEATURES: &[&str] = &[
@@ -118,29 +120,6 @@ fn count(joined: &str, phrases: &[&str]) -> f32 {
         .sum::<usize>() as f32
 }
 
-/// Numbers such as `12`, `3.5`, `1,000` (counted once each).
-fn numbers(text: &str) -> usize {
-    let b = text.as_bytes();
-    let (mut n, mut i) = (0, 0);
-    while i < b.len() {
-        if b[i].is_ascii_digit() {
-            n += 1;
-            while i < b.len() && b[i].is_ascii_digit() {
-                i += 1;
-            }
-            if i + 1 < b.len() && (b[i] == b'.' || b[i] == b',') && b[i + 1].is_ascii_digit() {
-                i += 1;
-                while i < b.len() && b[i].is_ascii_digit() {
-                    i += 1;
-                }
-            }
-        } else {
-            i += 1;
-        }
-    }
-    n
-}
-
 /// Words whose `'s` is "is" or "has", not a possessive.
 const CONTRACTED: &[&str] = &[
     "what", "how", "it", "that", "there", "here", "who", "where", "when", "why", "let", "he",
@@ -166,16 +145,6 @@ fn bridges(ask: &str) -> usize {
         })
         .max()
         .unwrap_or(0)
-}
-
-/// Multi-step arithmetic: at least two quantities given (digits or words),
-/// and an ask for a quantity — one outright ask ("how many", "calculate") is
-/// enough; the weaker cues ("total", "each", "per") count by thirds.
-fn math_steps(quantities: usize, quantity_ask: f32, math_ask: f32) -> f32 {
-    if quantities < 2 {
-        return 0.0;
-    }
-    quantities.min(6) as f32 / 3.0 * quantity_ask.min(1.0).max(math_ask / 3.0)
 }
 
 /// Asked lengths of a hundred words or more, or of pages to write: "a
@@ -262,6 +231,8 @@ pub fn cues(text: &str) -> TaskCues {
         .filter(|l| words(l).first().is_some_and(|w| QUANT.contains(w)))
         .count();
     let quantity_ask = count(&a, QUANTITY_ASK);
+    let quantities = numbers(text) + count(&s, NUMBER_WORDS) as usize;
+    let ops = count(&a, MATH_OPS) + symbolic_ops(&ask_lower) as f32;
     let math_ask = (quantity_ask + count(&a, MATH_ASK)).min(3.0);
     // Lines that end like code (`{`, `}`, `;`), not one list that ends in `;`.
     let code_lines = text
@@ -280,11 +251,7 @@ pub fn cues(text: &str) -> TaskCues {
         .count();
     TaskCues {
         logic: quant_lines.min(6) as f32 / 3.0 + count(&s, LOGIC),
-        math_steps: math_steps(
-            numbers(text) + count(&s, NUMBER_WORDS) as usize,
-            quantity_ask,
-            math_ask,
-        ),
+        math_steps: math_steps(quantities, quantity_ask, math_ask).max(arith(ops, quantities)),
         latex: (text.matches('$').count() + text.matches('\\').count()).min(6) as f32 / 3.0,
         code_task: count(&a, CODE)
             + (text.contains("```") || code_lines) as u8 as f32
@@ -295,7 +262,7 @@ pub fn cues(text: &str) -> TaskCues {
         essay: count(&a, ESSAY),
         long_write: if produce { count(&a, LONG_OBJECT) } else { 0.0 } + long_length(&aws, produce),
         constraints: count(&a, CONSTRAINTS),
-        puzzle: puzzle(&a),
+        puzzle: puzzle(&a) + nth_items(&aws),
         transform: count(&s, TRANSFORM),
         given_long: if chars > 600 {
             1.0

@@ -177,3 +177,25 @@ fn a_stated_rule_applied_to_a_new_case_is_not_a_plain_transform() {
         p.prior()
     );
 }
+
+#[test]
+fn exact_number_work_in_short_asks() {
+    assert_eq!(symbolic_ops("what is 3 * 4 + 2^10?"), 3);
+    assert_eq!(
+        symbolic_ops("on 9/25/2023 we met; x + 1 = y"),
+        0,
+        "dates, variables"
+    );
+    let ws = words("what is the 20th prime number and the 3rd term?");
+    assert_eq!(nth_items(&ws), 2.0);
+    assert_eq!(
+        nth_items(&words("who won the 20th season of survivor")),
+        0.0
+    );
+    // Several operations make exact multi-step work; a single one does not.
+    assert!(cues("What is 17 squared minus the cube of 4?").math_steps >= 0.7);
+    assert!(cues("What is the least common multiple of 12, 18 and 30?").math_steps > 0.0);
+    assert_eq!(cues("What is the square root of 81?").math_steps, 0.0);
+    assert_eq!(cues("What is 9 plus 6?").math_steps, 0.0);
+    assert!(cues("Alphabetize these words: zebra, apple, kiwi.").puzzle > 0.0);
+}

@@ -1,0 +1,165 @@
+//! Number work: quantities (digits and words), asks for a quantity,
+//! arithmetic operations and sequence items, and how they add up to the
+//! multi-step arithmetic cue (`super::cues`).
+
+/// Quantities written as words ("three apples", "a dozen", "half of",
+/// "twice as many"): word problems often have few digits.
+pub(super) const NUMBER_WORDS: &[&str] = &[
+    "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+    "fifteen", "twenty", "thirty", "forty", "fifty", "hundred", "thousand", "million", "dozen",
+    "half", "twice", "thrice", "triple", "double", "third", "quarter",
+];
+/// Asks for a quantity outright: one is enough when the text gives several.
+pub(super) const QUANTITY_ASK: &[&str] = &[
+    "how many",
+    "how much",
+    "how long",
+    "how far",
+    "how old",
+    "how fast",
+    "how tall",
+    "how deep",
+    "how heavy",
+    "calculate",
+    "compute",
+    "solve",
+    "what percentage",
+];
+/// Arithmetic operations and number-work terms: two in one ask (or one
+/// over three or more quantities) make exact multi-step work ("17 squared
+/// minus the cube of 4", "the sum of all even numbers from 1 to 100").
+pub(super) const MATH_OPS: &[&str] = &[
+    "plus",
+    "minus",
+    "times",
+    "multiplied",
+    "divided",
+    "squared",
+    "cubed",
+    "cube of",
+    "square root",
+    "to the power",
+    "power of",
+    "factorial",
+    "percent of",
+    "sum of",
+    "product of",
+    "remainder",
+    "modulo",
+    "least common multiple",
+    "greatest common divisor",
+    "lcm",
+    "gcd",
+    "average of",
+    "prime",
+    "primes",
+    "even numbers",
+    "odd numbers",
+    "divisible",
+    "integers",
+    "binary",
+    "hexadecimal",
+    "decimal",
+];
+/// After an ordinal ("the 20th prime"): an item of a sequence to work out.
+pub(super) const NTH_ITEM: &[&str] = &[
+    "prime",
+    "term",
+    "digit",
+    "number",
+    "element",
+    "fibonacci",
+    "triangular",
+    "power",
+];
+/// Weaker arithmetic asks (with `QUANTITY_ASK`, counted by thirds).
+pub(super) const MATH_ASK: &[&str] = &[
+    "what is the",
+    "find the",
+    "total",
+    "left",
+    "remaining",
+    "each",
+    "per",
+    "average",
+    "percent",
+    "sum",
+    "difference",
+    "product",
+    "probability",
+    "value of",
+];
+
+/// Numbers such as `12`, `3.5`, `1,000` (counted once each).
+pub(super) fn numbers(text: &str) -> usize {
+    let b = text.as_bytes();
+    let (mut n, mut i) = (0, 0);
+    while i < b.len() {
+        if b[i].is_ascii_digit() {
+            n += 1;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            if i + 1 < b.len() && (b[i] == b'.' || b[i] == b',') && b[i + 1].is_ascii_digit() {
+                i += 1;
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+            }
+        } else {
+            i += 1;
+        }
+    }
+    n
+}
+
+/// Multi-step arithmetic: at least two quantities given (digits or words),
+/// and an ask for a quantity — one outright ask ("how many", "calculate") is
+/// enough; the weaker cues ("total", "each", "per") count by thirds.
+pub(super) fn math_steps(quantities: usize, quantity_ask: f32, math_ask: f32) -> f32 {
+    if quantities < 2 {
+        return 0.0;
+    }
+    quantities.min(6) as f32 / 3.0 * quantity_ask.min(1.0).max(math_ask / 3.0)
+}
+
+/// Arithmetic operations between digits (`3 * 4`, `2^10`, `7 + 5 = 12`; not `/`,
+/// which dates use).
+pub(super) fn symbolic_ops(text: &str) -> usize {
+    let b = text.as_bytes();
+    (1..b.len().saturating_sub(1))
+        .filter(|&i| matches!(b[i], b'+' | b'*' | b'^' | b'='))
+        .filter(|&i| {
+            let left = b[..i].iter().rev().find(|c| **c != b' ');
+            let right = b[i + 1..].iter().find(|c| **c != b' ');
+            left.is_some_and(u8::is_ascii_digit) && right.is_some_and(u8::is_ascii_digit)
+        })
+        .count()
+}
+
+/// Exact arithmetic from operations: three or more in one ask count as much
+/// as a plain word problem's half; two, or one over three or more
+/// quantities, half that again. Kept low: "48 multiplied by 4 divided by 2"
+/// is a one-line calculator ask in the training data (clinc150).
+pub(super) fn arith(ops: f32, quantities: usize) -> f32 {
+    if ops >= 3.0 {
+        0.7
+    } else if ops >= 2.0 || (ops >= 1.0 && quantities >= 3) {
+        0.35
+    } else {
+        0.0
+    }
+}
+
+/// Ordinals before a sequence item: "the 20th prime", "the 15th fibonacci number".
+pub(super) fn nth_items(ws: &[&str]) -> f32 {
+    let ordinal = |w: &str| {
+        let d = w.trim_end_matches(|c: char| c.is_ascii_lowercase());
+        !d.is_empty()
+            && d.bytes().all(|c| c.is_ascii_digit())
+            && matches!(&w[d.len()..], "st" | "nd" | "rd" | "th")
+    };
+    (0..ws.len())
+        .filter(|&i| ordinal(ws[i]) && ws[i + 1..].iter().take(2).any(|w| NTH_ITEM.contains(w)))
+        .count() as f32
+}
