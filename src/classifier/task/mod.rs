@@ -185,9 +185,10 @@ const ASK_TAIL: usize = 250;
 /// it is about: lines of at most `line` characters (instructions, questions,
 /// options, code) are kept; longer lines (passages) are dropped, except the
 /// first `head` characters of the first line and the last `tail` of the last
-/// (where an instruction runs into its material). Short prompts are all ask.
+/// (where an instruction runs into its material). A prompt without a long
+/// line is all ask, borrowed as it is.
 fn ask_part(lower: &str, line: usize, head: usize, tail: usize) -> std::borrow::Cow<'_, str> {
-    if lower.chars().count() <= head + tail {
+    if lower.split('\n').all(|l| l.chars().count() <= line) {
         return lower.into();
     }
     let lines: Vec<&str> = lower.split('\n').collect();

@@ -170,6 +170,16 @@ fn a_stated_rule_applied_to_a_new_case_is_not_a_plain_transform() {
     assert_eq!((r.compare_q, p.compare_q), (0.0, 0.0));
     assert!(r.apply >= 1.0 && p.apply < 1.0, "{} {}", r.apply, p.apply);
     assert!(r.transform > 0.0 && p.transform > 0.0);
+    // The same cues with the rule cue at 1 and just under: only the second
+    // takes the transform penalty, a jump far larger than the cue's own weight.
+    assert!(r.given_long > 0.0);
+    let with_apply = |apply: f32| TaskCues { apply, ..r.clone() }.prior();
+    assert!(
+        with_apply(1.0) > with_apply(0.99) + 0.5,
+        "{} vs {}",
+        with_apply(1.0),
+        with_apply(0.99)
+    );
     assert!(
         r.prior() > p.prior() + 1.0,
         "{} vs {}",
