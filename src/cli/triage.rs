@@ -290,9 +290,16 @@ pub fn eval_loso(paths: &[PathBuf], json: bool) -> Result<(), String> {
         // Per-prompt held-out scores, for looking at what a fold got wrong.
         let lines: String = (0..n)
             .map(|i| {
-                let prior = crate::classifier::task::cues(crate::classifier::last_user_text(&ex[i].messages)).prior();
+                let c = crate::classifier::task::cues(crate::classifier::last_user_text(&ex[i].messages));
+                let cues: serde_json::Map<String, serde_json::Value> = crate::classifier::task::TASK_FEATURES
+                    .iter()
+                    .zip(c.vector())
+                    .filter(|(_, v)| *v != 0.0)
+                    .map(|(k, v)| (k.to_string(), serde_json::json!((v * 100.0).round() / 100.0)))
+                    .collect();
                 serde_json::json!({"id": ex[i].raw.get("id"), "source": inp.sources[i], "hard": inp.hard[i],
-                    "fast": fast[i], "full": full[i], "length": length[i], "features": features[i], "prior": prior})
+                    "fast": fast[i], "full": full[i], "length": length[i], "features": features[i],
+                    "prior": c.prior(), "cues": cues})
                     .to_string()
                     + "\n"
             })

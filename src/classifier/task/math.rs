@@ -7,8 +7,12 @@
 pub(super) const NUMBER_WORDS: &[&str] = &[
     "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
     "fifteen", "twenty", "thirty", "forty", "fifty", "hundred", "thousand", "million", "dozen",
-    "half", "twice", "thrice", "triple", "double", "third", "quarter",
+    "half", "twice", "thrice", "triple", "double", "third", "quarter", "thirds", "quarters",
+    "fifth", "fifths", "tenth", "tenths",
 ];
+/// Relations between quantities ("twice as many", "5 more than"): each
+/// stands for a quantity a word problem leaves unwritten.
+pub(super) const RELATIONS: &[&str] = &["as many", "as much", "more than", "fewer than", "less than"];
 /// Asks for a quantity outright: one is enough when the text gives several.
 pub(super) const QUANTITY_ASK: &[&str] = &[
     "how many",
@@ -25,6 +29,20 @@ pub(super) const QUANTITY_ASK: &[&str] = &[
     "solve",
     "what percentage",
 ];
+/// Measures a "what" question can ask for ("what was the latest time", "what
+/// will its volume be"): with quantities given, an outright quantity ask.
+pub(super) const MEASURES: &[&str] = &[
+    "time", "grade", "score", "volume", "price", "cost", "age", "speed", "distance", "area",
+    "weight", "length", "percentage", "amount", "temperature", "height",
+];
+
+/// "What" questions for a measure: the measure within four words of "what".
+pub(super) fn measure_asks(ws: &[&str]) -> f32 {
+    (0..ws.len())
+        .filter(|&i| ws[i] == "what" && ws[i + 1..].iter().take(4).any(|w| MEASURES.contains(w)))
+        .count() as f32
+}
+
 /// Arithmetic operations and number-work terms: two in one ask (or one
 /// over three or more quantities) make exact multi-step work ("17 squared
 /// minus the cube of 4", "the sum of all even numbers from 1 to 100").

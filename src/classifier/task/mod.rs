@@ -66,6 +66,9 @@ pub struct TaskCues {
     pub one_liner: f32,
     pub ln_ask: f32,
     pub chat: f32,
+    /// A short story with numbers and an outright quantity ask ("how many"):
+    /// a word problem, whose text is the problem, not material to transform.
+    pub word_problem: bool,
 }
 
 /// Lower-case ASCII words (`[a-z0-9]+`, with an `'s`-style tail kept).
@@ -175,6 +178,15 @@ fn puzzle(s: &str) -> f32 {
     }
 }
 
+/// A situation set out in three or more sentences before the question: a
+/// word problem's story holds a quantity it need not write as a number.
+fn story(ask: &str) -> bool {
+    ask.split_inclusive(['.', '?', '!'])
+        .filter(|t| words(t).len() >= 3)
+        .count()
+        >= 3
+}
+
 /// Lines longer than this are material (a passage, an article), not the ask.
 const ASK_LINE: usize = 800;
 /// Characters of a first or last long line kept as ask.
@@ -231,10 +243,12 @@ pub fn cues(text: &str) -> TaskCues {
         .lines()
         .filter(|l| words(l).first().is_some_and(|w| QUANT.contains(w)))
         .count();
-    let quantity_ask = count(&a, QUANTITY_ASK);
-    let quantities = numbers(text) + count(&s, NUMBER_WORDS) as usize;
+    let quantity_ask = count(&a, QUANTITY_ASK) + measure_asks(&aws);
+    let quantities = numbers(text) + count(&s, NUMBER_WORDS) as usize + count(&s, RELATIONS) as usize;
     let ops = count(&a, MATH_OPS) + symbolic_ops(&ask_lower) as f32;
     let math_ask = (quantity_ask + count(&a, MATH_ASK)).min(3.0);
+    let story = quantity_ask > 0.0 && story(&ask_lower);
+    let word_problem = quantity_ask > 0.0 && chars <= 600 && quantities + story as usize >= 2;
     // Lines that end like code (`{`, `}`, `;`), not one list that ends in `;`.
     let code_lines = text
         .split('\n')
@@ -252,7 +266,7 @@ pub fn cues(text: &str) -> TaskCues {
         .count();
     TaskCues {
         logic: quant_lines.min(6) as f32 / 3.0 + count(&s, LOGIC),
-        math_steps: math_steps(quantities, quantity_ask, math_ask).max(arith(ops, quantities)),
+        math_steps: math_steps(quantities + story as usize, quantity_ask, math_ask).max(arith(ops, quantities)),
         latex: (text.matches('$').count() + text.matches('\\').count()).min(6) as f32 / 3.0,
         code_task: count(&a, CODE)
             + (text.contains("```") || code_lines) as u8 as f32
@@ -277,6 +291,7 @@ pub fn cues(text: &str) -> TaskCues {
         one_liner: count(&a, ONE_LINER),
         ln_ask: ((1.0 + chars as f32) / 61.0).ln(),
         chat: count(&a, CHAT),
+        word_problem,
     }
 }
 
@@ -299,7 +314,10 @@ impl TaskCues {
         // Nor when the question compares or reasons over the given text (applying
         // a stated rule to a new situation — a background, a situation and
         // comparatives: `apply` of 1 or more — formal logic).
-        if f.code_task + f.long_write + f.compare_q + f.logic == 0.0 && f.apply < 1.0 {
+        if f.code_task + f.long_write + f.compare_q + f.logic == 0.0
+            && f.apply < 1.0
+            && !f.word_problem
+        {
             z -= 0.7 * f.transform.min(4.0) * f.given_long;
         }
         if demanding == 0.0 {
