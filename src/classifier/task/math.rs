@@ -30,16 +30,17 @@ pub(super) const QUANTITY_ASK: &[&str] = &[
     "what percentage",
 ];
 /// Measures a "what" question can ask for ("what was the latest time", "what
-/// will its volume be"): with quantities given, an outright quantity ask.
+/// is his new win percentage"): with quantities given, an outright quantity ask.
 pub(super) const MEASURES: &[&str] = &[
     "time", "grade", "score", "volume", "price", "cost", "age", "speed", "distance", "area",
-    "weight", "length", "percentage", "amount", "temperature", "height",
+    "weight", "length", "width", "depth", "perimeter", "radius", "percentage", "amount",
+    "temperature", "height",
 ];
 
-/// "What" questions for a measure: the measure within four words of "what".
+/// "What" questions for a measure: the measure within five words of "what".
 pub(super) fn measure_asks(ws: &[&str]) -> f32 {
     (0..ws.len())
-        .filter(|&i| ws[i] == "what" && ws[i + 1..].iter().take(4).any(|w| MEASURES.contains(w)))
+        .filter(|&i| ws[i] == "what" && ws[i + 1..].iter().take(5).any(|w| MEASURES.contains(w)))
         .count() as f32
 }
 
