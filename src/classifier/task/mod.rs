@@ -243,11 +243,20 @@ pub fn cues(text: &str) -> TaskCues {
         .lines()
         .filter(|l| words(l).first().is_some_and(|w| QUANT.contains(w)))
         .count();
-    let quantity_ask = count(&a, QUANTITY_ASK) + measure_asks(&aws);
     let quantities = numbers(text) + count(&s, NUMBER_WORDS) as usize + count(&s, RELATIONS) as usize;
+    let told = story(&ask_lower);
+    // "What time / what volume" asks for a worked-out quantity only over four
+    // or more given ones, or two in a story: "the meeting is at 10 and it is
+    // 9:15 now; what time should I remind the team?" is an everyday question.
+    let measures = if quantities >= 4 || (told && quantities >= 2) {
+        measure_asks(&aws)
+    } else {
+        0.0
+    };
+    let quantity_ask = count(&a, QUANTITY_ASK) + measures;
     let ops = count(&a, MATH_OPS) + symbolic_ops(&ask_lower) as f32;
     let math_ask = (quantity_ask + count(&a, MATH_ASK)).min(3.0);
-    let story = quantity_ask > 0.0 && story(&ask_lower);
+    let story = quantity_ask > 0.0 && told;
     let word_problem = quantity_ask > 0.0 && chars <= 600 && quantities + story as usize >= 2;
     // Lines that end like code (`{`, `}`, `;`), not one list that ends in `;`.
     let code_lines = text
