@@ -12,7 +12,8 @@ pub(super) const NUMBER_WORDS: &[&str] = &[
 ];
 /// Relations between quantities ("twice as many", "5 more than"): each
 /// stands for a quantity a word problem leaves unwritten.
-pub(super) const RELATIONS: &[&str] = &["as many", "as much", "more than", "fewer than", "less than"];
+pub(super) const RELATIONS: &[&str] =
+    &["as many", "as much", "more than", "fewer than", "less than"];
 /// Asks for a quantity outright: one is enough when the text gives several.
 pub(super) const QUANTITY_ASK: &[&str] = &[
     "how many",
@@ -32,9 +33,26 @@ pub(super) const QUANTITY_ASK: &[&str] = &[
 /// Measures a "what" question can ask for ("what was the latest time", "what
 /// is his new win percentage"): with quantities given, an outright quantity ask.
 pub(super) const MEASURES: &[&str] = &[
-    "time", "grade", "score", "volume", "price", "cost", "age", "speed", "distance", "area",
-    "weight", "length", "width", "depth", "perimeter", "radius", "percentage", "amount",
-    "temperature", "height",
+    "time",
+    "grade",
+    "score",
+    "volume",
+    "price",
+    "cost",
+    "age",
+    "speed",
+    "distance",
+    "area",
+    "weight",
+    "length",
+    "width",
+    "depth",
+    "perimeter",
+    "radius",
+    "percentage",
+    "amount",
+    "temperature",
+    "height",
 ];
 
 /// "What" questions for a measure: the measure within five words of "what".

@@ -243,7 +243,8 @@ pub fn cues(text: &str) -> TaskCues {
         .lines()
         .filter(|l| words(l).first().is_some_and(|w| QUANT.contains(w)))
         .count();
-    let quantities = numbers(text) + count(&s, NUMBER_WORDS) as usize + count(&s, RELATIONS) as usize;
+    let quantities =
+        numbers(text) + count(&s, NUMBER_WORDS) as usize + count(&s, RELATIONS) as usize;
     let told = story(&ask_lower);
     // "What time / what volume" asks for a worked-out quantity only over four
     // or more given ones, or two in a story: "the meeting is at 10 and it is
@@ -275,7 +276,8 @@ pub fn cues(text: &str) -> TaskCues {
         .count();
     TaskCues {
         logic: quant_lines.min(6) as f32 / 3.0 + count(&s, LOGIC),
-        math_steps: math_steps(quantities + story as usize, quantity_ask, math_ask).max(arith(ops, quantities)),
+        math_steps: math_steps(quantities + story as usize, quantity_ask, math_ask)
+            .max(arith(ops, quantities)),
         latex: (text.matches('$').count() + text.matches('\\').count()).min(6) as f32 / 3.0,
         code_task: count(&a, CODE)
             + (text.contains("```") || code_lines) as u8 as f32

@@ -209,3 +209,59 @@ fn exact_number_work_in_short_asks() {
     assert_eq!(cues("What is 9 plus 6?").math_steps, 0.0);
     assert!(cues("Alphabetize these words: zebra, apple, kiwi.").puzzle > 0.0);
 }
+
+#[test]
+fn word_problems_leave_quantities_unwritten() {
+    let steps = |t: &str| cues(t).math_steps;
+    // A relation ("twice as many") and fractions in words stand for quantities.
+    let relation = "John eats a bag of chips for dinner and then eats twice as many after \
+                    dinner. How many bags of chips did he eat?";
+    let fraction = "A snake's head is one-tenth its length. If a snake is 10 feet long, \
+                    calculate the length of the rest of its body minus the head.";
+    // A story of three sentences holds a quantity it does not write.
+    let story = "Farmer Brown raises emus, large birds. His flock has a total of 60 heads \
+                 and legs. How many emus are in his flock?";
+    // "What" asks for a measure, over four quantities or two in a story.
+    let measure = "Bill has played 200 games of poker and won 63% of them. If he plays 100 \
+                   more games and loses 43 of them, what is his new win percentage?";
+    let story_measure = "Josh built his little brother a rectangular sandbox.  The perimeter \
+                         of the sandbox is 30 feet and the length is twice the width. What is \
+                         the width of the sandbox?";
+    for t in [relation, fraction, story, measure, story_measure] {
+        assert!(steps(t) > 0.0, "{t}");
+        assert!(p(t) > 0.0, "{t}: {}", p(t));
+    }
+    // Without the story or with too few quantities, the same asks stay simple.
+    for t in [
+        "His flock has 60 birds. How many emus are in his flock?",
+        "The meeting is at 10 and it is 9:15 now. What time should I remind the team?",
+        "My flight lands at 5:30 pm. What time should I leave for the airport?",
+        "We have 2 kids, aged 4 and 7. What is a good age to start piano lessons?",
+    ] {
+        assert_eq!(steps(t), 0.0, "{t}");
+        assert!(p(t) < 0.0, "{t}: {}", p(t));
+    }
+}
+
+#[test]
+fn a_short_word_problem_is_not_material_to_transform() {
+    // "given" is a transform word; in a word problem it is part of the problem.
+    let blake = "Blake gave some of his money to his friend, Connie.  Connie used all the money \
+                 she had been given to buy some land.  In one year, the land tripled in value.  \
+                 So, she sold the land and gave half of all the money she got from the sale of \
+                 the land to Blake.  If Connie gave Blake $30,000, how much money, in dollars, \
+                 did Blake initially give to Connie?";
+    let c = cues(blake);
+    assert!(c.word_problem && c.transform > 0.0 && c.given_long > 0.0);
+    let as_material = TaskCues {
+        word_problem: false,
+        ..c.clone()
+    };
+    assert!(c.prior() > as_material.prior() + 0.2);
+    // A question over a long passage is still a question about material.
+    let passage = format!(
+        "{} Question: how many goals did the team score in 2 games?",
+        "The team played well in the final of the cup. ".repeat(15)
+    );
+    assert!(!cues(&passage).word_problem);
+}
