@@ -182,9 +182,9 @@ fn puzzle(s: &str) -> f32 {
 /// word problem's story holds a quantity it need not write as a number.
 fn story(ask: &str) -> bool {
     ask.split_inclusive(['.', '?', '!'])
-        .filter(|t| words(t).len() >= 3)
-        .count()
-        >= 3
+        .filter(|t| t.split_whitespace().nth(2).is_some())
+        .nth(2)
+        .is_some()
 }
 
 /// Lines longer than this are material (a passage, an article), not the ask.
@@ -245,7 +245,9 @@ pub fn cues(text: &str) -> TaskCues {
         .count();
     let quantities =
         numbers(text) + count(&s, NUMBER_WORDS) as usize + count(&s, RELATIONS) as usize;
-    let told = story(&ask_lower);
+    let plain_ask = count(&a, QUANTITY_ASK);
+    // (The story matters only with a quantity ask or two quantities.)
+    let told = (plain_ask > 0.0 || quantities >= 2) && story(&ask_lower);
     // "What time / what volume" asks for a worked-out quantity only over four
     // or more given ones, or two in a story: "the meeting is at 10 and it is
     // 9:15 now; what time should I remind the team?" is an everyday question.
@@ -254,7 +256,7 @@ pub fn cues(text: &str) -> TaskCues {
     } else {
         0.0
     };
-    let quantity_ask = count(&a, QUANTITY_ASK) + measures;
+    let quantity_ask = plain_ask + measures;
     let ops = count(&a, MATH_OPS) + symbolic_ops(&ask_lower) as f32;
     let math_ask = (quantity_ask + count(&a, MATH_ASK)).min(3.0);
     let story = quantity_ask > 0.0 && told;
