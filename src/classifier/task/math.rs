@@ -55,11 +55,16 @@ pub(super) const MEASURES: &[&str] = &[
     "height",
 ];
 
+/// Words that pass `first` and have a word of `list` within the next `within`.
+fn followed_within(ws: &[&str], first: impl Fn(&str) -> bool, within: usize, list: &[&str]) -> f32 {
+    (0..ws.len())
+        .filter(|&i| first(ws[i]) && ws[i + 1..].iter().take(within).any(|w| list.contains(w)))
+        .count() as f32
+}
+
 /// "What" questions for a measure: the measure within five words of "what".
 pub(super) fn measure_asks(ws: &[&str]) -> f32 {
-    (0..ws.len())
-        .filter(|&i| ws[i] == "what" && ws[i + 1..].iter().take(5).any(|w| MEASURES.contains(w)))
-        .count() as f32
+    followed_within(ws, |w| w == "what", 5, MEASURES)
 }
 
 /// Arithmetic operations and number-work terms: two in one ask (or one
@@ -196,7 +201,5 @@ pub(super) fn nth_items(ws: &[&str]) -> f32 {
             && d.bytes().all(|c| c.is_ascii_digit())
             && matches!(&w[d.len()..], "st" | "nd" | "rd" | "th")
     };
-    (0..ws.len())
-        .filter(|&i| ordinal(ws[i]) && ws[i + 1..].iter().take(2).any(|w| NTH_ITEM.contains(w)))
-        .count() as f32
+    followed_within(ws, ordinal, 2, NTH_ITEM)
 }

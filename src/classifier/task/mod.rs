@@ -259,8 +259,9 @@ pub fn cues(text: &str) -> TaskCues {
     let quantity_ask = plain_ask + measures;
     let ops = count(&a, MATH_OPS) + symbolic_ops(&ask_lower) as f32;
     let math_ask = (quantity_ask + count(&a, MATH_ASK)).min(3.0);
-    let story = quantity_ask > 0.0 && told;
-    let word_problem = quantity_ask > 0.0 && chars <= 600 && quantities + story as usize >= 2;
+    // The story counts as a quantity only before a quantity ask.
+    let untold = (quantity_ask > 0.0 && told) as usize;
+    let word_problem = quantity_ask > 0.0 && chars <= 600 && quantities + untold >= 2;
     // Lines that end like code (`{`, `}`, `;`), not one list that ends in `;`.
     let code_lines = text
         .split('\n')
@@ -278,7 +279,7 @@ pub fn cues(text: &str) -> TaskCues {
         .count();
     TaskCues {
         logic: quant_lines.min(6) as f32 / 3.0 + count(&s, LOGIC),
-        math_steps: math_steps(quantities + story as usize, quantity_ask, math_ask)
+        math_steps: math_steps(quantities + untold, quantity_ask, math_ask)
             .max(arith(ops, quantities)),
         latex: (text.matches('$').count() + text.matches('\\').count()).min(6) as f32 / 3.0,
         code_task: count(&a, CODE)
