@@ -164,6 +164,9 @@ pub(super) const LONG_OBJECT: &[&str] = &[
     "poems",
     "songs",
     "scripts",
+    "screenplay",
+    "screenplays",
+    "scenes",
 ];
 pub(super) const PRODUCE: &[&str] = &[
     "write",

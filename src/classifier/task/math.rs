@@ -29,6 +29,8 @@ pub(super) const QUANTITY_ASK: &[&str] = &[
     "compute",
     "solve",
     "what percentage",
+    "probability",
+    "the odds",
 ];
 /// Measures a "what" question can ask for ("what was the latest time", "what
 /// is his new win percentage"): with quantities given, an outright quantity ask.

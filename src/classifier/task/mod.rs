@@ -167,15 +167,50 @@ fn long_length(ws: &[&str], produce: bool) -> f32 {
         .count() as f32
 }
 
+/// Whether the ask names programming: a `TECH` word, also with a version
+/// number run into it ("pyqt6", "python3", "vue3"), or a language named with
+/// symbols ("c#", "c++").
+fn tech(a: &str, ask_lower: &str, aws: &[&str]) -> bool {
+    let versionless = |w: &&str| {
+        let stem = w.trim_end_matches(|c: char| c.is_ascii_digit());
+        stem.len() >= 2 && stem.len() < w.len() && TECH.contains(&stem)
+    };
+    count(a, TECH) > 0.0
+        || aws.iter().any(versionless)
+        || SYMBOL_TECH.iter().any(|t| ask_lower.contains(t))
+}
+
 /// Exact character-level or ordering work: an operation, plus the units it
-/// works on when an operation is there.
-fn puzzle(s: &str) -> f32 {
+/// works on when an operation is there ("letters", or a letter's plural:
+/// "how many r's").
+fn puzzle(s: &str, ws: &[&str]) -> f32 {
     let ops = count(s, PUZZLE);
     if ops > 0.0 || count(s, UNIT_OPS) > 0.0 {
-        ops + count(s, PUZZLE_UNITS)
+        let letters = ws
+            .iter()
+            .filter(|w| w.len() == 3 && w.ends_with("'s"))
+            .count();
+        ops + count(s, PUZZLE_UNITS) + letters as f32
     } else {
         0.0
     }
+}
+
+/// Relations to reason over: two or more comparisons ("taller than", "older
+/// than") in a short ask that asks a question ("… who's the second tallest?").
+fn comparisons(a: &str, ask_lower: &str, chars: usize) -> f32 {
+    (chars <= 600 && ask_lower.contains('?') && count(a, &["than"]) >= 2.0) as u8 as f32
+}
+
+/// Lines of code: ending like C-family code (`{`, `}`, `;`), or opening like
+/// Python (`def`, `return`, `import`, `elif`, an indented block header).
+fn code_line(l: &str) -> bool {
+    let t = l.trim();
+    t.ends_with(['{', '}', ';'])
+        || ["def ", "return ", "import ", "elif ", "print("]
+            .iter()
+            .any(|k| t.starts_with(k))
+        || (l.starts_with([' ', '\t']) && t.ends_with(':') && !t.contains(": "))
 }
 
 /// A situation set out in three or more sentences before the question: a
@@ -262,12 +297,12 @@ pub fn cues(text: &str) -> TaskCues {
     // The story counts as a quantity only before a quantity ask.
     let untold = (quantity_ask > 0.0 && told) as usize;
     let word_problem = quantity_ask > 0.0 && chars <= 600 && quantities + untold >= 2;
-    // Lines that end like code (`{`, `}`, `;`), not one list that ends in `;`.
+    // Two lines of code, not one list that ends in `;`.
     let code_lines = text
         .split('\n')
         .rev()
         .skip(1)
-        .filter(|l| l.trim_end().ends_with(['{', '}', ';']))
+        .filter(|l| code_line(l))
         .count()
         >= 2;
     let produce = count(&a, PRODUCE) > 0.0;
@@ -284,14 +319,15 @@ pub fn cues(text: &str) -> TaskCues {
         latex: (text.matches('$').count() + text.matches('\\').count()).min(6) as f32 / 3.0,
         code_task: count(&a, CODE)
             + (text.contains("```") || code_lines) as u8 as f32
-            + ((produce || count(&a, HOW_TO) > 0.0) && count(&a, TECH) > 0.0) as u8 as f32,
+            + ((produce || count(&a, HOW_TO) + count(&a, CODE_NEEDS) > 0.0)
+                && tech(&a, &ask_lower, &aws)) as u8 as f32,
         // One link in a question is half a hop; two or more, a chain.
         multihop: count(&a, MULTIHOP) + bridges(&ask_lower).min(2) as f32 / 2.0,
         apply: count(&a, APPLY) / 3.0,
         essay: count(&a, ESSAY),
         long_write: if produce { count(&a, LONG_OBJECT) } else { 0.0 } + long_length(&aws, produce),
         constraints: count(&a, CONSTRAINTS),
-        puzzle: puzzle(&a) + nth_items(&aws),
+        puzzle: puzzle(&a, &aws) + nth_items(&aws) + comparisons(&a, &ask_lower, chars),
         transform: count(&s, TRANSFORM),
         given_long: if chars > 600 {
             1.0
@@ -320,7 +356,7 @@ impl TaskCues {
         z += 1.5 * f.code_task.min(2.0);
         z += 0.8 * f.multihop.min(3.0);
         z += 0.6 * f.apply.min(3.0);
-        z += 0.8 * f.essay.min(3.0) + 1.0 * f.long_write.min(2.0);
+        z += 0.8 * f.essay.min(3.0) + 0.4 * f.essay.min(1.0) + 1.0 * f.long_write.min(2.0);
         z += 0.4 * f.constraints.min(5.0);
         z += 1.0 * f.puzzle.min(3.0);
         // Transforming a given text is simple, unless the ask is to produce

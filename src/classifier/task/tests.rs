@@ -265,3 +265,54 @@ fn a_short_word_problem_is_not_material_to_transform() {
     );
     assert!(!cues(&passage).word_problem);
 }
+
+#[test]
+fn code_asks_name_their_tools() {
+    let code = |t: &str| cues(t).code_task;
+    for t in [
+        // A version run into the name, a language named with symbols.
+        "How can I print to textbox in pyqt6?",
+        "How do I read a file line by line in c#?",
+        // "How can you", "is there a way", "i need a … code".
+        "How can you remove duplicates from a list in Python?",
+        "in nodejs, is there a way to make a pull-based stream?",
+        "hello, i need a ruby code using sketchup api to draw a cube.",
+    ] {
+        assert!(code(t) > 0.0, "{t}");
+    }
+    for t in [
+        "how do i set an alarm for 6",
+        "is there a way to get a refund for my flight",
+        "i need a new credit card",
+        "what year did c3po first appear",
+    ] {
+        assert_eq!(code(t), 0.0, "{t}");
+    }
+    // Pasted Python is code even without braces or semicolons; prose lines
+    // that end in a colon are not.
+    let python = "this keeps giving me index out of range, can u fix it?\n\n\
+                  def last_three(lst):\n    result = []\n    for i in range(len(lst)):\n        \
+                  result.append(lst[i])\n    return result\n";
+    assert!(code(python) > 0.0);
+    assert!(p(python) > 0.5, "{}", p(python));
+    let prose = "Read the note below:\nFor example:\nIf so, answer: yes\nThe end.";
+    assert_eq!(code(prose), 0.0);
+}
+
+#[test]
+fn letters_relations_and_odds_are_exact_work() {
+    // A letter's plural is a unit of character work next to "how many".
+    assert!(cues("how many r's are in strawberry and raspberry combined?").puzzle > 0.0);
+    assert_eq!(cues("what's Tom's favourite letter?").puzzle, 0.0);
+    // Two or more comparisons to reason over, in a short question.
+    let order = "Anna is taller than Ben. Ben is taller than Cara but shorter than Dev. \
+                 Who's the second tallest?";
+    assert!(cues(order).puzzle >= 1.0);
+    assert!(p(order) > 0.0, "{}", p(order));
+    assert_eq!(cues("Is a cat bigger than a dog?").puzzle, 0.0);
+    // A probability over given quantities is worked out, not looked up.
+    let odds = "whats the probability of getting at least two sixes in five rolls of a fair die";
+    assert!(cues(odds).math_steps > 0.0);
+    // One open-ended essay ask is enough to lean hard.
+    assert!(p("what would happen to earths climate if the moon just disappeared") > 0.0);
+}
