@@ -199,7 +199,11 @@ fn puzzle(s: &str, ws: &[&str]) -> f32 {
 /// Relations to reason over: two or more comparisons ("taller than", "older
 /// than") in a short ask that asks a question ("… who's the second tallest?").
 fn comparisons(a: &str, ask_lower: &str, chars: usize) -> f32 {
-    (chars <= 600 && ask_lower.contains('?') && count(a, &["than"]) >= 2.0) as u8 as f32
+    let relations = count(
+        a,
+        &["than", "next to", "left of", "right of", "in front of"],
+    );
+    (chars <= 600 && ask_lower.contains('?') && relations >= 2.0) as u8 as f32
 }
 
 /// Lines of code: ending like C-family code (`{`, `}`, `;`), or opening like
@@ -220,6 +224,37 @@ fn story(ask: &str) -> bool {
         .filter(|t| t.split_whitespace().nth(2).is_some())
         .nth(2)
         .is_some()
+}
+
+/// Kinds of given text a measure can be read from.
+const DOCUMENTS: &[&str] = &[
+    "email",
+    "text",
+    "message",
+    "receipt",
+    "invoice",
+    "passage",
+    "article",
+    "document",
+    "table",
+    "note",
+    "letter",
+    "paragraph",
+    "report",
+    "schedule",
+    "page",
+];
+
+/// An ask to read from a given text: "from this email", "on this receipt",
+/// "in the following table". A measure asked for there ("what time is the
+/// meeting") is read off the text, not worked out.
+fn reads_given(ws: &[&str]) -> bool {
+    ws.windows(4).any(|w| {
+        matches!(w[0], "from" | "in" | "on")
+            && matches!(w[1], "this" | "the")
+            && (DOCUMENTS.contains(&w[2])
+                || (matches!(w[2], "following" | "above" | "given") && DOCUMENTS.contains(&w[3])))
+    })
 }
 
 /// Lines longer than this are material (a passage, an article), not the ask.
@@ -286,7 +321,7 @@ pub fn cues(text: &str) -> TaskCues {
     // "What time / what volume" asks for a worked-out quantity only over four
     // or more given ones, or two in a story: "the meeting is at 10 and it is
     // 9:15 now; what time should I remind the team?" is an everyday question.
-    let measures = if quantities >= 4 || (told && quantities >= 2) {
+    let measures = if (quantities >= 4 || (told && quantities >= 2)) && !reads_given(&aws) {
         measure_asks(&aws)
     } else {
         0.0

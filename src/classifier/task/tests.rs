@@ -310,6 +310,14 @@ fn letters_relations_and_odds_are_exact_work() {
     assert!(cues(order).puzzle >= 1.0);
     assert!(p(order) > 0.0, "{}", p(order));
     assert_eq!(cues("Is a cat bigger than a dog?").puzzle, 0.0);
+    let seats = "Five friends sit in a row. Oz sits next to Nia. Lou sits to the right of Mo. \
+                 What's the seating order?";
+    assert!(cues(seats).puzzle >= 1.0);
+    // A measure read off a given text is not worked out.
+    let email = "From this email, what time is the meeting and where?\n\n\"Let's do Wednesday \
+                 at 2:30 in room 412 on the 4th floor, 3 of us. -Lisa\"";
+    assert_eq!(cues(email).math_steps, 0.0);
+    assert!(p(email) < 0.0, "{}", p(email));
     // A probability over given quantities is worked out, not looked up.
     let odds = "whats the probability of getting at least two sixes in five rolls of a fair die";
     assert!(cues(odds).math_steps > 0.0);
