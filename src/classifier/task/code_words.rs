@@ -161,6 +161,18 @@ pub(super) const TECH: &[&str] = &[
     "webpack",
     "makefile",
     "cmake",
+    "github",
+    "gitlab",
+    "pytest",
+    "ci",
+    // Data structures: asked to write one, a code task.
+    "binary search",
+    "search tree",
+    "linked list",
+    "hash table",
+    "hashmap",
+    "data structure",
+    "traversal",
 ];
 pub(super) const HOW_TO: &[&str] = &[
     "how can i",
@@ -182,9 +194,7 @@ pub(super) const SYMBOL_TECH: &[&str] = &["c#", "c++", "f#", ".net"];
 pub(super) const CODE_NEEDS: &[&str] = &[
     "code a",
     "code an",
-    "i need a",
     "i need to write",
-    "i want a",
     "i would like",
     "output a",
 ];

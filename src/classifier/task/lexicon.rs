@@ -36,6 +36,10 @@ pub(super) const LOGIC: &[&str] = &[
     "proof that",
     "a proof",
     "show that",
+    "prove there",
+    "prove it",
+    "prove this",
+    "prove why",
 ];
 pub(super) const MULTIHOP: &[&str] = &[
     "combine facts",
@@ -137,6 +141,10 @@ pub(super) const ESSAY: &[&str] = &[
     "trade offs",
     "tradeoffs",
     "best practices",
+    "walk me through",
+    "show your work",
+    "show your working",
+    "explain your reasoning",
 ];
 pub(super) const LONG_OBJECT: &[&str] = &[
     "essay",
@@ -167,6 +175,9 @@ pub(super) const LONG_OBJECT: &[&str] = &[
     "screenplay",
     "screenplays",
     "scenes",
+    "clause",
+    "contract",
+    "agreement",
 ];
 pub(super) const PRODUCE: &[&str] = &[
     "write",
@@ -183,6 +194,9 @@ pub(super) const PRODUCE: &[&str] = &[
     "implement",
     "give me",
     "show me",
+    "need a",
+    "want a",
+    "set up",
 ];
 pub(super) const CONSTRAINTS: &[&str] = &[
     "must",

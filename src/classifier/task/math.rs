@@ -105,6 +105,18 @@ pub(super) const MATH_OPS: &[&str] = &[
     "hexadecimal",
     "decimal",
 ];
+/// Calculus and linear algebra: over an expression, worked out in steps.
+pub(super) const CALCULUS: &[&str] = &[
+    "integrate",
+    "integral",
+    "antiderivative",
+    "derivative",
+    "differentiate",
+    "limit of",
+    "taylor series",
+    "eigenvalues",
+    "determinant",
+];
 /// After an ordinal ("the 20th prime"): an item of a sequence to work out.
 pub(super) const NTH_ITEM: &[&str] = &[
     "prime",
@@ -176,7 +188,12 @@ pub(super) fn symbolic_ops(text: &str) -> usize {
         .filter(|&i| {
             let left = b[..i].iter().rev().find(|c| **c != b' ');
             let right = b[i + 1..].iter().find(|c| **c != b' ');
-            left.is_some_and(u8::is_ascii_digit) && right.is_some_and(u8::is_ascii_digit)
+            let operand = if b[i] == b'^' {
+                u8::is_ascii_alphanumeric
+            } else {
+                u8::is_ascii_digit
+            };
+            left.is_some_and(operand) && right.is_some_and(operand)
         })
         .count()
 }
@@ -190,6 +207,17 @@ pub(super) fn arith(ops: f32, quantities: usize) -> f32 {
         0.7
     } else if ops >= 2.0 || (ops >= 1.0 && quantities >= 3) {
         0.35
+    } else {
+        0.0
+    }
+}
+
+/// Calculus over an expression ("integrate x^2 e^x dx", "the derivative of
+/// sin(3x)"), not a definition ("what is a derivative") nor a spoken
+/// calculator ask ("the derivative of x squared plus 5").
+pub(super) fn calculus(a: &str, ask_lower: &str) -> f32 {
+    if ask_lower.contains(['^', '(']) && super::count(a, CALCULUS) > 0.0 {
+        0.7
     } else {
         0.0
     }

@@ -327,7 +327,10 @@ pub fn cues(text: &str) -> TaskCues {
         0.0
     };
     let quantity_ask = plain_ask + measures;
-    let ops = count(&a, MATH_OPS) + symbolic_ops(&ask_lower) as f32;
+    // "80% of" is a percent-of operation like "80 percent of".
+    let ops = count(&a, MATH_OPS)
+        + symbolic_ops(&ask_lower) as f32
+        + ask_lower.matches("% of").count() as f32;
     let math_ask = (quantity_ask + count(&a, MATH_ASK)).min(3.0);
     // The story counts as a quantity only before a quantity ask.
     let untold = (quantity_ask > 0.0 && told) as usize;
@@ -350,7 +353,8 @@ pub fn cues(text: &str) -> TaskCues {
     TaskCues {
         logic: quant_lines.min(6) as f32 / 3.0 + count(&s, LOGIC),
         math_steps: math_steps(quantities + untold, quantity_ask, math_ask)
-            .max(arith(ops, quantities)),
+            .max(arith(ops, quantities))
+            .max(calculus(&a, &ask_lower)),
         latex: (text.matches('$').count() + text.matches('\\').count()).min(6) as f32 / 3.0,
         code_task: count(&a, CODE)
             + (text.contains("```") || code_lines) as u8 as f32
@@ -384,7 +388,9 @@ impl TaskCues {
     /// The hand-set prior logit of `P(hard)`.
     pub fn prior(&self) -> f32 {
         let f = self;
-        let demanding = f.essay + f.puzzle + f.multihop + f.math_steps + f.logic;
+        // Two or more constraints make heavily constrained writing.
+        let constrained = (f.constraints >= 2.0) as u8 as f32;
+        let demanding = f.essay + f.puzzle + f.multihop + f.math_steps + f.logic + constrained;
         let mut z = -1.0;
         z += 2.5 * f.logic.min(2.0);
         z += 1.5 * f.math_steps.min(2.0) + 1.5 * f.latex.min(2.0);

@@ -324,3 +324,39 @@ fn letters_relations_and_odds_are_exact_work() {
     // One open-ended essay ask is enough to lean hard.
     assert!(p("what would happen to earths climate if the moon just disappeared") > 0.0);
 }
+
+#[test]
+fn proofs_calculus_drafts_and_constraints() {
+    let prove = "prove there are infinitely many primes";
+    assert!(cues(prove).logic > 0.0 && p(prove) > 0.5, "{}", p(prove));
+    assert!(cues("write a binary search tree in C with insert and delete").code_task > 0.0);
+    assert_eq!(cues("what is a binary search tree").code_task, 0.0);
+    // Calculus over an expression is worked out; a definition or a spoken
+    // calculator ask is not.
+    assert!(cues("integrate x^2 e^x dx").math_steps > 0.0);
+    for t in [
+        "what is a derivative",
+        "what is the derivative of x squared plus 5",
+    ] {
+        assert_eq!(calculus(&joined(&words(t)), t), 0.0, "{t}");
+    }
+    // Powers of variables are operations; "80% of" is a percent-of.
+    assert_eq!(symbolic_ops("simplify 2a(2a^2 + a) - a^2"), 2);
+    let percent = "He asks for $50,000 a year for 30 years and $200,000 more. If he gets 80% \
+                   of it, for much money does he get?";
+    assert!(cues(percent).math_steps > 0.0);
+    // Drafts of a speech or a contract clause are long writing; "need a" asks.
+    for t in [
+        "need a best man speech for my brother, funny but heartfelt",
+        "draft a non-compete clause for a sales rep, 12 months",
+    ] {
+        assert!(cues(t).long_write > 0.0, "{t}");
+    }
+    assert_eq!(cues("i need a new credit card").long_write, 0.0);
+    assert!(cues("which is bigger, 2^30 or 10^9? show your work").essay > 0.0);
+    // Two or more constraints are heavily constrained writing, not a short ask.
+    let constrained =
+        "write a paragraph where every sentence starts with A and has exactly 8 words";
+    assert!(cues(constrained).constraints >= 2.0);
+    assert!(p(constrained) > 0.0, "{}", p(constrained));
+}
