@@ -20,7 +20,6 @@ pub(super) const QUANT: &[&str] = &[
 ];
 pub(super) const LOGIC: &[&str] = &[
     "true false or uncertain",
-    "true or false",
     "does it follow",
     "logically follow",
     "follows from",
@@ -178,6 +177,9 @@ pub(super) const LONG_OBJECT: &[&str] = &[
     "clause",
     "contract",
     "agreement",
+    "sonnet",
+    "sonnets",
+    "villanelle",
 ];
 pub(super) const PRODUCE: &[&str] = &[
     "write",
@@ -223,6 +225,8 @@ pub(super) const CONSTRAINTS: &[&str] = &[
     "format",
     "json",
     "table",
+    "rhyme scheme",
+    "iambic",
 ];
 pub(super) const PUZZLE: &[&str] = &[
     "count",

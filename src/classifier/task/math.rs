@@ -223,6 +223,24 @@ pub(super) fn calculus(a: &str, ask_lower: &str) -> f32 {
     }
 }
 
+/// An equation in a variable to solve: `=` with a one-letter unknown and an
+/// ask to find it ("find all real x such that |x - 3| + |x + 1| = 6",
+/// "x+y = 4z, express x-y in z").
+pub(super) fn equation(ask_lower: &str, aws: &[&str]) -> f32 {
+    let unknown = aws.iter().any(|w| matches!(*w, "x" | "y" | "z" | "n"));
+    let ask = aws.iter().any(|w| {
+        matches!(
+            *w,
+            "find" | "solve" | "express" | "what" | "such" | "determine" | "compute"
+        )
+    });
+    if unknown && ask && ask_lower.contains('=') {
+        0.7
+    } else {
+        0.0
+    }
+}
+
 /// Ordinals before a sequence item: "the 20th prime", "the 15th fibonacci number".
 pub(super) fn nth_items(ws: &[&str]) -> f32 {
     let ordinal = |w: &str| {

@@ -351,10 +351,14 @@ pub fn cues(text: &str) -> TaskCues {
         .filter(|q| count(&joined(&words(q)), COMPARATIVE) > 0.0)
         .count();
     TaskCues {
-        logic: quant_lines.min(6) as f32 / 3.0 + count(&s, LOGIC),
+        // "Prove …" as the ask's first word is a proof whatever follows.
+        logic: quant_lines.min(6) as f32 / 3.0
+            + count(&s, LOGIC)
+            + (aws.first() == Some(&"prove")) as u8 as f32,
         math_steps: math_steps(quantities + untold, quantity_ask, math_ask)
             .max(arith(ops, quantities))
-            .max(calculus(&a, &ask_lower)),
+            .max(calculus(&a, &ask_lower))
+            .max(equation(&ask_lower, &aws)),
         latex: (text.matches('$').count() + text.matches('\\').count()).min(6) as f32 / 3.0,
         code_task: count(&a, CODE)
             + (text.contains("```") || code_lines) as u8 as f32

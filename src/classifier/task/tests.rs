@@ -360,3 +360,20 @@ fn proofs_calculus_drafts_and_constraints() {
     assert!(cues(constrained).constraints >= 2.0);
     assert!(p(constrained) > 0.0, "{}", p(constrained));
 }
+
+#[test]
+fn equations_and_imperative_proofs() {
+    for t in [
+        "Find all real x such that |x - 3| + |x + 1| = 6",
+        "x+y = 4z, x*y = 4z^2, express x-y in z",
+    ] {
+        assert!(cues(t).math_steps >= 0.7, "{t}");
+    }
+    assert_eq!(cues("set x = 5 in the config").math_steps, 0.0);
+    assert!(cues("prove sqrt 2 is irrational").logic >= 1.0);
+    assert_eq!(cues("what did the experiment prove").logic, 0.0);
+    // A true-or-false fact check is a look-up, not formal logic.
+    let fact = "true or false: the great wall of china is visible from the moon";
+    assert_eq!(cues(fact).logic, 0.0);
+    assert!(p(fact) < 0.0, "{}", p(fact));
+}
