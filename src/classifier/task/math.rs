@@ -215,7 +215,7 @@ pub(super) fn arith(ops: f32, quantities: usize) -> f32 {
 /// Calculus over an expression ("integrate x^2 e^x dx", "the derivative of
 /// sin(3x)"), not a definition ("what is a derivative") nor a spoken
 /// calculator ask ("the derivative of x squared plus 5").
-pub(super) fn calculus(a: &str, ask_lower: &str) -> f32 {
+pub(super) fn calculus(a: &super::Joined, ask_lower: &str) -> f32 {
     if ask_lower.contains(['^', '(']) && super::count(a, CALCULUS) > 0.0 {
         0.7
     } else {

@@ -17,6 +17,9 @@
 //! round numbers set by hand from the rule and checked by leave-one-source-out
 //! (`slmgate eval --loso`), never fitted to dev.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
 mod code_words;
 mod lexicon;
 mod math;
@@ -97,30 +100,83 @@ pub fn words(lower: &str) -> Vec<&str> {
     out
 }
 
-/// ` w1 w2 … ` (spaces at both ends), for whole-word phrase counts.
-fn joined(ws: &[&str]) -> String {
-    let mut s = String::with_capacity(ws.iter().map(|w| w.len() + 1).sum::<usize>() + 1);
-    s.push(' ');
-    for w in ws {
-        s.push_str(w);
-        s.push(' ');
-    }
-    s
+/// Words indexed for whole-word phrase counts: each word's first position,
+/// and for every position the next one holding the same word.
+pub(super) struct Joined<'a> {
+    words: Vec<&'a str>,
+    first: HashMap<&'a str, u32, BuildHasherDefault<Fnv>>,
+    next_same: Vec<u32>,
 }
 
-/// Non-overlapping whole-word occurrences of each phrase, summed.
-fn count(joined: &str, phrases: &[&str]) -> f32 {
-    let mut pat = String::with_capacity(32);
-    phrases
-        .iter()
-        .map(|p| {
-            pat.clear();
-            pat.push(' ');
-            pat.push_str(p);
-            pat.push(' ');
-            joined.matches(pat.as_str()).count()
-        })
-        .sum::<usize>() as f32
+/// No further position (`Joined::next_same`).
+const NONE: u32 = u32::MAX;
+
+fn joined<'a>(ws: &[&'a str]) -> Joined<'a> {
+    let mut first = HashMap::with_capacity_and_hasher(ws.len(), Default::default());
+    let mut next_same = vec![NONE; ws.len()];
+    for (i, w) in ws.iter().enumerate().rev() {
+        if let Some(later) = first.insert(*w, i as u32) {
+            next_same[i] = later;
+        }
+    }
+    Joined {
+        words: ws.to_vec(),
+        first,
+        next_same,
+    }
+}
+
+/// Non-overlapping whole-word occurrences of each phrase, summed. As in a
+/// search for ` phrase ` in the words joined by single spaces, two matches
+/// do not share the space between them: after a match ending at word `e`,
+/// the next may start at word `e + 2`.
+fn count(j: &Joined, phrases: &[&str]) -> f32 {
+    let mut n = 0usize;
+    for p in phrases {
+        let mut parts = p.split(' ');
+        let Some(&start) = parts.next().and_then(|w| j.first.get(w)) else {
+            continue;
+        };
+        let (mut i, mut allowed) = (start, 0u32);
+        while i != NONE {
+            let at = i as usize;
+            if i >= allowed {
+                let mut end = at;
+                let whole = p.split(' ').skip(1).all(|w| {
+                    end += 1;
+                    j.words.get(end) == Some(&w)
+                });
+                if whole {
+                    n += 1;
+                    allowed = end as u32 + 2;
+                }
+            }
+            i = j.next_same[at];
+        }
+    }
+    n as f32
+}
+
+/// FNV-1a, for the short words of one prompt (no untrusted-key flooding
+/// matters here: a prompt's own words, indexed once and dropped).
+#[derive(Default)]
+pub(super) struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h = (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
 }
 
 /// Words whose `'s` is "is" or "has", not a possessive.
@@ -170,7 +226,7 @@ fn long_length(ws: &[&str], produce: bool) -> f32 {
 /// Whether the ask names programming: a `TECH` word, also with a version
 /// number run into it ("pyqt6", "python3", "vue3"), or a language named with
 /// symbols ("c#", "c++").
-fn tech(a: &str, ask_lower: &str, aws: &[&str]) -> bool {
+fn tech(a: &Joined, ask_lower: &str, aws: &[&str]) -> bool {
     let versionless = |w: &&str| {
         let stem = w.trim_end_matches(|c: char| c.is_ascii_digit());
         stem.len() >= 2 && stem.len() < w.len() && TECH.contains(&stem)
@@ -183,7 +239,7 @@ fn tech(a: &str, ask_lower: &str, aws: &[&str]) -> bool {
 /// Exact character-level or ordering work: an operation, plus the units it
 /// works on when an operation is there ("letters", or a letter's plural:
 /// "how many r's").
-fn puzzle(s: &str, ws: &[&str]) -> f32 {
+fn puzzle(s: &Joined, ws: &[&str]) -> f32 {
     let ops = count(s, PUZZLE);
     if ops > 0.0 || count(s, UNIT_OPS) > 0.0 {
         let letters = ws
@@ -198,7 +254,7 @@ fn puzzle(s: &str, ws: &[&str]) -> f32 {
 
 /// Relations to reason over: two or more comparisons ("taller than", "older
 /// than") in a short ask that asks a question ("… who's the second tallest?").
-fn comparisons(a: &str, ask_lower: &str, chars: usize) -> f32 {
+fn comparisons(a: &Joined, ask_lower: &str, chars: usize) -> f32 {
     let relations = count(
         a,
         &["than", "next to", "left of", "right of", "in front of"],

@@ -27,6 +27,11 @@ fn words_and_phrases() {
     let s = joined(&words("write a function that sorts; write a function"));
     assert_eq!(count(&s, &["write a function"]), 2.0);
     assert_eq!(count(&s, &["sort"]), 0.0, "whole words only");
+    // As a search for " no " in " no no no ": adjacent matches do not share
+    // the space between them, so the middle one is not counted.
+    assert_eq!(count(&joined(&words("no no no")), &["no"]), 2.0);
+    assert_eq!(count(&joined(&words("a b a b x a b")), &["a b", "x"]), 3.0);
+    assert_eq!(count(&joined(&words("")), &["a"]), 0.0);
     assert_eq!(numbers("1,000 apples cost $3.50 and 7"), 3);
 }
 
