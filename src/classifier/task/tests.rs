@@ -18,6 +18,13 @@ fn p(text: &str) -> f32 {
     cues(text).prior()
 }
 
+/// Asserts that `cue` is 0 on every text.
+fn none_of(cue: impl Fn(&str) -> f32, texts: &[&str]) {
+    for t in texts {
+        assert_eq!(cue(t), 0.0, "{t}");
+    }
+}
+
 #[test]
 fn words_and_phrases() {
     assert_eq!(
@@ -285,14 +292,15 @@ fn code_asks_name_their_tools() {
     ] {
         assert!(code(t) > 0.0, "{t}");
     }
-    for t in [
-        "how do i set an alarm for 6",
-        "is there a way to get a refund for my flight",
-        "i need a new credit card",
-        "what year did c3po first appear",
-    ] {
-        assert_eq!(code(t), 0.0, "{t}");
-    }
+    none_of(
+        code,
+        &[
+            "how do i set an alarm for 6",
+            "is there a way to get a refund for my flight",
+            "i need a new credit card",
+            "what year did c3po first appear",
+        ],
+    );
     // Pasted Python is code even without braces or semicolons; prose lines
     // that end in a colon are not.
     let python = "this keeps giving me index out of range, can u fix it?\n\n\
@@ -339,12 +347,13 @@ fn proofs_calculus_drafts_and_constraints() {
     // Calculus over an expression is worked out; a definition or a spoken
     // calculator ask is not.
     assert!(cues("integrate x^2 e^x dx").math_steps > 0.0);
-    for t in [
-        "what is a derivative",
-        "what is the derivative of x squared plus 5",
-    ] {
-        assert_eq!(calculus(&joined(&words(t)), t), 0.0, "{t}");
-    }
+    none_of(
+        |t| calculus(&joined(&words(t)), t),
+        &[
+            "what is a derivative",
+            "what is the derivative of x squared plus 5",
+        ],
+    );
     // Powers of variables are operations; "80% of" is a percent-of.
     assert_eq!(symbolic_ops("simplify 2a(2a^2 + a) - a^2"), 2);
     let percent = "He asks for $50,000 a year for 30 years and $200,000 more. If he gets 80% \
