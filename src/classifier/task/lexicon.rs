@@ -254,7 +254,22 @@ pub(super) const PUZZLE: &[&str] = &[
 /// Units of character-level work: puzzle cues only next to an operation on
 /// them (`PUZZLE` or `UNIT_OPS`): "the characters of the novel" or "when was
 /// the letter j introduced" ask for a look-up, not exact work.
-pub(super) const PUZZLE_UNITS: &[&str] = &["letters", "letter", "characters", "vowels", "digits"];
+pub(super) const PUZZLE_UNITS: &[&str] = &[
+    "letters",
+    "letter",
+    "characters",
+    "vowels",
+    "digits",
+    // Days to count on a calendar ("how many sundays are there in 2031").
+    "mondays",
+    "tuesdays",
+    "wednesdays",
+    "thursdays",
+    "fridays",
+    "saturdays",
+    "sundays",
+    "weekdays",
+];
 pub(super) const UNIT_OPS: &[&str] = &[
     "how many",
     "number of",

@@ -236,6 +236,23 @@ fn tech(a: &Joined, ask_lower: &str, aws: &[&str]) -> bool {
         || SYMBOL_TECH.iter().any(|t| ask_lower.contains(t))
 }
 
+/// Asked lengths of three sentences, lines or bullets or fewer: "in 2-3
+/// sentences", "in 2 or 3 sentences", "into 3 bullet points" (a short
+/// output; not "compare the two sentences", which are input).
+fn short_length(ws: &[&str]) -> f32 {
+    ws.windows(3)
+        .filter(|p| {
+            let asked = matches!(
+                p[0],
+                "in" | "into" | "with" | "to" | "or" | "using" | "max" | "under"
+            ) || p[0].bytes().all(|c| c.is_ascii_digit());
+            asked
+                && matches!(p[1], "1" | "2" | "3" | "two" | "three")
+                && matches!(p[2], "sentences" | "lines" | "bullets" | "bullet")
+        })
+        .count() as f32
+}
+
 /// Exact character-level or ordering work: an operation, plus the units it
 /// works on when an operation is there ("letters", or a letter's plural:
 /// "how many r's").
@@ -266,6 +283,10 @@ fn comparisons(a: &Joined, ask_lower: &str, chars: usize) -> f32 {
 /// Python (`def`, `return`, `import`, `elif`, an indented block header).
 fn code_line(l: &str) -> bool {
     let t = l.trim();
+    // A line of brackets alone, or a quoted key, is as likely JSON data.
+    if t.starts_with('"') || t.chars().all(|c| "{}[],".contains(c)) {
+        return false;
+    }
     t.ends_with(['{', '}', ';'])
         || ["def ", "return ", "import ", "elif ", "print("]
             .iter()
@@ -284,6 +305,15 @@ fn story(ask: &str) -> bool {
 
 /// Kinds of given text a measure can be read from.
 const DOCUMENTS: &[&str] = &[
+    "log",
+    "logs",
+    "notes",
+    "thread",
+    "transcript",
+    "json",
+    "file",
+    "output",
+    "ticket",
     "email",
     "text",
     "message",
@@ -423,7 +453,10 @@ pub fn cues(text: &str) -> TaskCues {
         // One link in a question is half a hop; two or more, a chain.
         multihop: count(&a, MULTIHOP) + bridges(&ask_lower).min(2) as f32 / 2.0,
         apply: count(&a, APPLY) / 3.0,
-        essay: count(&a, ESSAY),
+        // "How would X affect Y" asks for the mechanism, an essay.
+        essay: count(&a, ESSAY)
+            + (count(&a, &["how"]) > 0.0 && count(&a, &["affect", "affects", "impact"]) > 0.0) as u8
+                as f32,
         long_write: if produce { count(&a, LONG_OBJECT) } else { 0.0 } + long_length(&aws, produce),
         constraints: count(&a, CONSTRAINTS),
         puzzle: puzzle(&a, &aws) + nth_items(&aws) + comparisons(&a, &ask_lower, chars),
@@ -437,7 +470,7 @@ pub fn cues(text: &str) -> TaskCues {
         },
         short_q: (ws.len() <= 14) as u8 as f32,
         compare_q: compare_q as f32,
-        one_liner: count(&a, ONE_LINER),
+        one_liner: count(&a, ONE_LINER) + short_length(&aws),
         ln_ask: ((1.0 + chars as f32) / 61.0).ln(),
         chat: count(&a, CHAT),
         word_problem,

@@ -391,3 +391,29 @@ fn equations_and_imperative_proofs() {
     assert_eq!(cues(fact).logic, 0.0);
     assert!(p(fact) < 0.0, "{}", p(fact));
 }
+
+#[test]
+fn pasted_data_asked_lengths_and_mechanisms() {
+    // JSON data is not code; C is.
+    let json =
+        "{\n  \"order_id\": \"A-10293\",\n  \"shipping\": {\n    \"zip\": \"97205\"\n  }\n}\n\n\
+                what's the shipping zip code";
+    assert_eq!(cues(json).code_task, 0.0);
+    let c = "int main() {\n  printf(\"%d\", 3);\n  return 0;\n}\nwhat does this print?";
+    assert!(cues(c).code_task > 0.0);
+    // A time read off a pasted log is not worked out.
+    let log = "at what time did the first ERROR happen in this log?\n\n09:12:01 INFO started\n\
+               09:13:10 WARN slow query 1200ms\n09:14:02 ERROR db timeout\n09:15:00 INFO ok";
+    assert_eq!(cues(log).math_steps, 0.0);
+    // Three sentences or bullets or fewer is a short output, not input to compare.
+    assert!(cues("Explain this abstract for a non-scientist in 2-3 sentences").one_liner >= 1.0);
+    assert!(cues("in 2 or 3 sentences, what are the main points?").one_liner >= 1.0);
+    assert_eq!(
+        cues("compare the meaning of the two sentences and say if they match").one_liner,
+        0.0
+    );
+    // "How would X affect Y" asks for the mechanism.
+    assert!(cues("how would a rise in interest rates affect rents").essay >= 1.0);
+    // Days counted on a calendar.
+    assert!(cues("how many sundays are there in 2031").puzzle > 0.0);
+}
