@@ -21,6 +21,10 @@ pub(super) const CODE: &[&str] = &[
     "refactor",
     "unit test",
     "algorithm",
+    // Algorithm analysis asked for with the solution.
+    "time complexity",
+    "space complexity",
+    "big o",
 ];
 /// Programming vocabulary: with a request to produce something, a code task.
 pub(super) const TECH: &[&str] = &[
@@ -197,4 +201,21 @@ pub(super) const CODE_NEEDS: &[&str] = &[
     "i need to write",
     "i would like",
     "output a",
+];
+/// A failure reported: with programming words, a debugging task.
+pub(super) const DEBUG: &[&str] = &[
+    "error",
+    "errors",
+    "exception",
+    "traceback",
+    "stack trace",
+    "crash",
+    "crashes",
+    "crashing",
+    "segfault",
+    "not working",
+    "doesn't work",
+    "fails",
+    "failing",
+    "broken",
 ];

@@ -144,6 +144,11 @@ pub(super) const ESSAY: &[&str] = &[
     "show your work",
     "show your working",
     "explain your reasoning",
+    "show work",
+    "show steps",
+    "show the steps",
+    "show all steps",
+    "with steps",
 ];
 pub(super) const LONG_OBJECT: &[&str] = &[
     "essay",
@@ -180,6 +185,9 @@ pub(super) const LONG_OBJECT: &[&str] = &[
     "sonnet",
     "sonnets",
     "villanelle",
+    "wedding toast",
+    "eulogy",
+    "vows",
 ];
 pub(super) const PRODUCE: &[&str] = &[
     "write",
@@ -250,6 +258,8 @@ pub(super) const PUZZLE: &[&str] = &[
     "descending",
     "ascending",
     "arrange",
+    // Calendar work: "what day of the week was july 4 1776".
+    "day of the week",
 ];
 /// Units of character-level work: puzzle cues only next to an operation on
 /// them (`PUZZLE` or `UNIT_OPS`): "the characters of the novel" or "when was
@@ -328,6 +338,10 @@ pub(super) const TRANSFORM: &[&str] = &[
     "options",
     "choose",
     "pick",
+    "tl dr",
+    "reformat",
+    "shorten",
+    "condense",
 ];
 pub(super) const COMPARATIVE: &[&str] = &[
     "more",

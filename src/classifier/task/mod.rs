@@ -257,7 +257,11 @@ fn short_length(ws: &[&str]) -> f32 {
 /// works on when an operation is there ("letters", or a letter's plural:
 /// "how many r's").
 fn puzzle(s: &Joined, ws: &[&str]) -> f32 {
-    let ops = count(s, PUZZLE);
+    // "Sort these headlines into Sports / Politics / Tech" classifies.
+    let into = (0..ws.len())
+        .filter(|&i| ws[i] == "sort" && ws[i + 1..].iter().take(3).any(|w| *w == "into"))
+        .count();
+    let ops = count(s, PUZZLE) - into as f32;
     if ops > 0.0 || count(s, UNIT_OPS) > 0.0 {
         let letters = ws
             .iter()
@@ -343,6 +347,38 @@ fn reads_given(ws: &[&str]) -> bool {
     })
 }
 
+/// Mathematical notation typed as symbols: "∫₀^∞ x² e^(−x) dx", "√2 ≤ π".
+const MATH_SYMBOLS: &[char] = &['∫', '∑', '√', '∞', '≤', '≥', '≠', '∂', 'π', '²', '³'];
+
+/// "If …, what …?" over a number: a quantity worked out from a supposition
+/// ("If the sweater cost her $20, what were her original savings?").
+fn conditional_asks(ask_lower: &str) -> f32 {
+    ask_lower
+        .split_inclusive(['.', '!', '\n'])
+        .filter(|t| {
+            let t = t.trim_start();
+            t.starts_with("if ")
+                && t.ends_with('?')
+                && t.bytes().any(|c| c.is_ascii_digit())
+                && (t.contains(", what") || t.contains(", how"))
+        })
+        .count() as f32
+}
+
+/// "Prove …" opening a sentence or a clause of a short ask ("quick one:
+/// prove sqrt(3) is irrational") is a proof whatever follows; "what did the
+/// experiment prove" is a look-up.
+fn prove_ask(ask_lower: &str, chars: usize) -> f32 {
+    let opens = ask_lower.match_indices("prove ").any(|(i, _)| {
+        ask_lower[..i]
+            .trim_end()
+            .chars()
+            .last()
+            .is_none_or(|c| matches!(c, ':' | '.' | '!' | '?' | ','))
+    });
+    (chars <= 300 && opens) as u8 as f32
+}
+
 /// Lines longer than this are material (a passage, an article), not the ask.
 const ASK_LINE: usize = 800;
 /// Characters of a first or last long line kept as ask.
@@ -407,17 +443,20 @@ pub fn cues(text: &str) -> TaskCues {
     // "What time / what volume" asks for a worked-out quantity only over four
     // or more given ones, or two in a story: "the meeting is at 10 and it is
     // 9:15 now; what time should I remind the team?" is an everyday question.
-    let measures = if (quantities >= 4 || (told && quantities >= 2)) && !reads_given(&aws) {
+    let read = reads_given(&aws);
+    let measures = if (quantities >= 4 || (told && quantities >= 2)) && !read {
         measure_asks(&aws)
     } else {
         0.0
     };
-    let quantity_ask = plain_ask + measures;
+    let quantity_ask = plain_ask + measures + conditional_asks(&ask_lower);
     // "80% of" is a percent-of operation like "80 percent of".
     let ops = count(&a, MATH_OPS)
         + symbolic_ops(&ask_lower) as f32
         + ask_lower.matches("% of").count() as f32;
-    let math_ask = (quantity_ask + count(&a, MATH_ASK)).min(3.0);
+    // Weak asks ("total", "each") over a given text read it, not work it out.
+    let weak = if read { 0.0 } else { count(&a, MATH_ASK) };
+    let math_ask = (quantity_ask + weak).min(3.0);
     // The story counts as a quantity only before a quantity ask.
     let untold = (quantity_ask > 0.0 && told) as usize;
     let word_problem = quantity_ask > 0.0 && chars <= 600 && quantities + untold >= 2;
@@ -437,18 +476,23 @@ pub fn cues(text: &str) -> TaskCues {
         .filter(|q| count(&joined(&words(q)), COMPARATIVE) > 0.0)
         .count();
     TaskCues {
-        // "Prove …" as the ask's first word is a proof whatever follows.
-        logic: quant_lines.min(6) as f32 / 3.0
-            + count(&s, LOGIC)
-            + (aws.first() == Some(&"prove")) as u8 as f32,
+        logic: quant_lines.min(6) as f32 / 3.0 + count(&s, LOGIC) + prove_ask(&ask_lower, chars),
         math_steps: math_steps(quantities + untold, quantity_ask, math_ask)
             .max(arith(ops, quantities))
             .max(calculus(&a, &ask_lower))
             .max(equation(&ask_lower, &aws)),
-        latex: (text.matches('$').count() + text.matches('\\').count()).min(6) as f32 / 3.0,
+        // A "$" before a digit is a price, not LaTeX.
+        latex: (text
+            .match_indices('$')
+            .filter(|(i, _)| !text.as_bytes().get(i + 1).is_some_and(u8::is_ascii_digit))
+            .count()
+            + text.matches('\\').count()
+            + text.matches(MATH_SYMBOLS).count())
+        .min(6) as f32
+            / 3.0,
         code_task: count(&a, CODE)
             + (text.contains("```") || code_lines) as u8 as f32
-            + ((produce || count(&a, HOW_TO) + count(&a, CODE_NEEDS) > 0.0)
+            + ((produce || count(&a, HOW_TO) + count(&a, CODE_NEEDS) + count(&a, DEBUG) > 0.0)
                 && tech(&a, &ask_lower, &aws)) as u8 as f32,
         // One link in a question is half a hop; two or more, a chain.
         multihop: count(&a, MULTIHOP) + bridges(&ask_lower).min(2) as f32 / 2.0,
@@ -510,7 +554,8 @@ impl TaskCues {
         z -= 0.3 * f.chat.min(3.0);
         z += 1.2 * f.compare_q.min(2.0);
         z -= 0.8 * f.one_liner.min(2.0);
-        if f.given_long == 0.0 {
+        // Length speaks for the ask unless the text is material to transform.
+        if f.given_long == 0.0 || f.transform == 0.0 {
             z += 0.5 * f.ln_ask.clamp(-2.0, 3.0);
         }
         z

@@ -417,3 +417,59 @@ fn pasted_data_asked_lengths_and_mechanisms() {
     // Days counted on a calendar.
     assert!(cues("how many sundays are there in 2031").puzzle > 0.0);
 }
+
+#[test]
+fn round_five_cues() {
+    assert!(cues("quick one: prove sqrt(3) is irrational").logic >= 1.0);
+    let long = format!(
+        "{} What did the trial prove?",
+        "The jury met again. ".repeat(20)
+    );
+    assert_eq!(
+        cues(&long).logic,
+        0.0,
+        "a long text's 'prove' is not a proof ask"
+    );
+    let integral = "∫₀^∞ x² e^(−x) dx   show steps pls, exam tmrw";
+    assert!(cues(integral).latex > 0.0 && cues(integral).essay > 0.0);
+    let rooms = "given a list of meeting intervals find the minimum number of rooms needed. C++ \
+                 please, and state the time complexity";
+    assert!(cues(rooms).code_task > 0.0);
+    assert!(cues("my flask app crashes with a traceback on startup").code_task > 0.0);
+    assert_eq!(cues("my phone keeps crashing, what do i do").code_task, 0.0);
+    assert!(cues("write a wedding toast for my sister Maya").long_write > 0.0);
+    assert_eq!(
+        cues("sort these headlines into Sports / Politics / Tech").puzzle,
+        0.0
+    );
+    assert!(cues("sort these numbers from low to high: 5, 3, 9").puzzle > 0.0);
+    assert!(cues("what day of the week was july 4 1776").puzzle > 0.0);
+    // A price is not LaTeX.
+    assert_eq!(
+        cues("is $12 a reasonable price for a dozen eggs").latex,
+        0.0
+    );
+    assert!(cues("Simplify $2a(2a^2 + a)$.").latex > 0.0);
+    // "If …, what …?" over a number is worked out; without one it is advice.
+    let savings = "Leila spent 3/4 of her savings on make-up and the rest on a sweater. If the \
+                   sweater cost her $20, what were her original savings?";
+    assert!(cues(savings).math_steps > 0.0);
+    assert_eq!(
+        cues("If it rains tomorrow, what should I wear?").math_steps,
+        0.0
+    );
+    // A total read off a pasted receipt is not worked out.
+    let receipt = "whats the total on this receipt\n\nBANANAS 0.84\nOAT MILK 3.99\nTOTAL 4.83";
+    assert_eq!(cues(receipt).math_steps, 0.0);
+    // Length speaks for a 300–600 character ask unless it is material to transform.
+    let ask = TaskCues {
+        given_long: 0.5,
+        ln_ask: 2.0,
+        ..Default::default()
+    };
+    let material = TaskCues {
+        transform: 1.0,
+        ..ask.clone()
+    };
+    assert!(ask.prior() > material.prior() + 0.9);
+}
