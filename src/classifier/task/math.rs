@@ -58,7 +58,12 @@ pub(super) const MEASURES: &[&str] = &[
 ];
 
 /// Words that pass `first` and have a word of `list` within the next `within`.
-fn followed_within(ws: &[&str], first: impl Fn(&str) -> bool, within: usize, list: &[&str]) -> f32 {
+pub(super) fn followed_within(
+    ws: &[&str],
+    first: impl Fn(&str) -> bool,
+    within: usize,
+    list: &[&str],
+) -> f32 {
     (0..ws.len())
         .filter(|&i| first(ws[i]) && ws[i + 1..].iter().take(within).any(|w| list.contains(w)))
         .count() as f32

@@ -153,10 +153,8 @@ fn short_length(ws: &[&str]) -> f32 {
 /// "how many r's").
 fn puzzle(s: &Joined, ws: &[&str]) -> f32 {
     // "Sort these headlines into Sports / Politics / Tech" classifies.
-    let into = (0..ws.len())
-        .filter(|&i| ws[i] == "sort" && ws[i + 1..].iter().take(3).any(|w| *w == "into"))
-        .count();
-    let ops = count(s, PUZZLE) - into as f32;
+    let into = followed_within(ws, |w| w == "sort", 3, &["into"]);
+    let ops = count(s, PUZZLE) - into;
     if ops > 0.0 || count(s, UNIT_OPS) > 0.0 {
         let letters = ws
             .iter()

@@ -68,12 +68,13 @@ pub(super) fn count(j: &Joined, phrases: &[&str]) -> f32 {
         let Some(&start) = parts.next().and_then(|w| j.first.get(w)) else {
             continue;
         };
+        // `parts` now holds the phrase's words after the first.
         let (mut i, mut allowed) = (start, 0u32);
         while i != NONE {
             let at = i as usize;
             if i >= allowed {
                 let mut end = at;
-                let whole = p.split(' ').skip(1).all(|w| {
+                let whole = parts.clone().all(|w| {
                     end += 1;
                     j.words.get(end) == Some(&w)
                 });
@@ -90,22 +91,22 @@ pub(super) fn count(j: &Joined, phrases: &[&str]) -> f32 {
 
 /// FNV-1a, for the short words of one prompt (no untrusted-key flooding
 /// matters here: a prompt's own words, indexed once and dropped).
-#[derive(Default)]
 pub(super) struct Fnv(u64);
+
+impl Default for Fnv {
+    /// The FNV-1a offset basis.
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
 
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
         for b in bytes {
-            h = (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3);
+            self.0 = (self.0 ^ *b as u64).wrapping_mul(0x0100_0000_01b3);
         }
-        self.0 = h;
     }
 }
