@@ -56,6 +56,9 @@ pub struct TaskCues {
     pub math_steps: f32,
     pub latex: f32,
     pub code_task: f32,
+    /// How much program a code ask wants: algorithmic words over it (up to
+    /// two), or -1 for one built-in step or formula in a short ask.
+    pub code_scope: f32,
     pub multihop: f32,
     pub apply: f32,
     pub essay: f32,
@@ -175,6 +178,26 @@ fn comparisons(a: &Joined, ask_lower: &str, chars: usize) -> f32 {
     );
     (chars <= 600 && ask_lower.contains('?') && relations >= 2.0) as u8 as f32
 }
+
+/// How much program a code ask wants (`TaskCues::code_scope`): in an ask to
+/// write one (`produce`), algorithmic words, up to two ("time complexity of
+/// binary search?" asks about an algorithm, not for one); without any, -1 for
+/// one built-in step or formula in an ask of at most `ONE_STEP_WORDS` words
+/// ("write a function to find the area of a rectangle", "how do I convert an
+/// int to a string in java"); a longer ask with a step in it is a spec.
+fn code_scope(a: &Joined, ask_words: usize, code_task: f32, produce: bool) -> f32 {
+    if code_task == 0.0 {
+        return 0.0;
+    }
+    match count(a, ALGORITHMIC) {
+        0.0 if ask_words <= ONE_STEP_WORDS => -count(a, ONE_STEP).min(1.0),
+        n if produce => n.min(2.0),
+        _ => 0.0,
+    }
+}
+
+/// The longest ask read as a one-step code ask.
+const ONE_STEP_WORDS: usize = 20;
 
 /// Lines of code: ending like C-family code (`{`, `}`, `;`), or opening like
 /// Python (`def`, `return`, `import`, `elif`, an indented block header).
@@ -362,6 +385,10 @@ pub fn cues(text: &str) -> TaskCues {
         .count()
         >= 2;
     let produce = count(&a, PRODUCE) > 0.0;
+    let code_task = count(&a, CODE)
+        + (text.contains("```") || code_lines) as u8 as f32
+        + ((produce || count(&a, HOW_TO) + count(&a, CODE_NEEDS) + count(&a, DEBUG) > 0.0)
+            && tech(&a, &ask_lower, &aws)) as u8 as f32;
     let compare_q = ask_lower
         .split('\n')
         .flat_map(|l| l.split_inclusive('?'))
@@ -383,10 +410,8 @@ pub fn cues(text: &str) -> TaskCues {
             + text.matches(MATH_SYMBOLS).count())
         .min(6) as f32
             / 3.0,
-        code_task: count(&a, CODE)
-            + (text.contains("```") || code_lines) as u8 as f32
-            + ((produce || count(&a, HOW_TO) + count(&a, CODE_NEEDS) + count(&a, DEBUG) > 0.0)
-                && tech(&a, &ask_lower, &aws)) as u8 as f32,
+        code_task,
+        code_scope: code_scope(&a, aws.len(), code_task, produce),
         // One link in a question is half a hop; two or more, a chain.
         multihop: count(&a, MULTIHOP) + bridges(&ask_lower).min(2) as f32 / 2.0,
         apply: count(&a, APPLY) / 3.0,
@@ -424,7 +449,9 @@ impl TaskCues {
         let mut z = -1.0;
         z += 2.5 * f.logic.min(2.0);
         z += 1.5 * f.math_steps.min(2.0) + 1.5 * f.latex.min(2.0);
-        z += 1.5 * f.code_task.min(2.0);
+        // Each algorithmic word lifts a code ask by 1; a one-step ask drops
+        // by 1 (the labelling rule's "one-line code" is simple).
+        z += 1.5 * f.code_task.min(2.0) + f.code_scope;
         z += 0.8 * f.multihop.min(3.0);
         z += 0.6 * f.apply.min(3.0);
         z += 0.8 * f.essay.min(3.0) + 0.4 * f.essay.min(1.0) + 1.0 * f.long_write.min(2.0);

@@ -473,3 +473,44 @@ fn round_five_cues() {
     };
     assert!(ask.prior() > material.prior() + 0.9);
 }
+
+#[test]
+fn code_scope_follows_the_program_asked_for() {
+    let scope = |t: &str| cues(t).code_scope;
+    // Algorithmic work in an ask to write code lifts it, up to two words.
+    assert_eq!(
+        scope("Write a function to find the longest palindromic substring."),
+        2.0
+    );
+    assert_eq!(
+        scope("implement an LRU cache in Go that is safe for concurrent use"),
+        2.0
+    );
+    assert_eq!(
+        scope("write a python function to check if a number is prime"),
+        1.0
+    );
+    // One built-in step or a formula, asked briefly: a one-liner.
+    assert_eq!(
+        scope("Write a function to find the area of a rectangle."),
+        -1.0
+    );
+    assert_eq!(scope("In Java, how do I convert an int to a String?"), -1.0);
+    // A question about an algorithm does not ask for one.
+    assert_eq!(scope("time complexity of binary search?"), 0.0);
+    // A long spec with a step in it is not a one-liner.
+    let spec = "write a python script that reads every csv in a folder, converts the dates to \
+                ISO format, adds a column with the file name and writes one merged file";
+    assert!(cues(spec).code_task > 0.0);
+    assert!(scope(spec) >= 0.0, "{spec}");
+    // Not a code ask: no scope at all.
+    assert_eq!(scope("what is the area of a circle with radius 3"), 0.0);
+    assert_eq!(scope("write a poem about the longest night"), 0.0);
+    // The scope moves the prior, other cues equal.
+    let one = cues("Write a function to find the area of a rectangle.");
+    let algo = TaskCues {
+        code_scope: 1.0,
+        ..one.clone()
+    };
+    assert!(algo.prior() > one.prior());
+}
