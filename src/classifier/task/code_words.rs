@@ -300,7 +300,8 @@ pub(super) const ALGORITHMIC: &[&str] = &[
     "without using",
 ];
 /// One built-in operation or a formula, asked in a short ask: a program of a
-/// line or two (the labelling rule's "one-line code").
+/// line or two (the labelling rule's "one-line code"), unless the ask names
+/// an `ARTEFACT` ("add a dark mode toggle to my react app" is a feature).
 pub(super) const ONE_STEP: &[&str] = &[
     "area",
     "perimeter",
@@ -324,4 +325,28 @@ pub(super) const ONE_STEP: &[&str] = &[
     "hello world",
     "celsius",
     "fahrenheit",
+];
+/// Things a step is added to that make it a feature, not a one-liner.
+pub(super) const ARTEFACT: &[&str] = &[
+    "app",
+    "apps",
+    "website",
+    "websites",
+    "site",
+    "server",
+    "bot",
+    "plugin",
+    "extension",
+    "api",
+    "endpoint",
+    "ui",
+    "gui",
+    "cli",
+    "database",
+    "page",
+    "form",
+    "dashboard",
+    "project",
+    "repo",
+    "component",
 ];

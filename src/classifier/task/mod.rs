@@ -184,13 +184,16 @@ fn comparisons(a: &Joined, ask_lower: &str, chars: usize) -> f32 {
 /// binary search?" asks about an algorithm, not for one); without any, -1 for
 /// one built-in step or formula in an ask of at most `ONE_STEP_WORDS` words
 /// ("write a function to find the area of a rectangle", "how do I convert an
-/// int to a string in java"); a longer ask with a step in it is a spec.
+/// int to a string in java") that names no `ARTEFACT`; a longer ask with a
+/// step in it is a spec, a step added to an app a feature.
 fn code_scope(a: &Joined, ask_words: usize, code_task: f32, produce: bool) -> f32 {
     if code_task == 0.0 {
         return 0.0;
     }
     match count(a, ALGORITHMIC) {
-        0.0 if ask_words <= ONE_STEP_WORDS => -count(a, ONE_STEP).min(1.0),
+        0.0 if ask_words <= ONE_STEP_WORDS && count(a, ARTEFACT) == 0.0 => {
+            -count(a, ONE_STEP).min(1.0)
+        }
         n if produce => n.min(2.0),
         _ => 0.0,
     }

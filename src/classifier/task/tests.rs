@@ -496,6 +496,11 @@ fn code_scope_follows_the_program_asked_for() {
         -1.0
     );
     assert_eq!(scope("In Java, how do I convert an int to a String?"), -1.0);
+    // A step added to an app is a feature.
+    let feature = "how do I add a dark mode toggle to my react app";
+    assert!(cues(feature).code_task > 0.0);
+    assert_eq!(scope(feature), 0.0);
+    assert_eq!(scope("how do I add a key to a dict in python"), -1.0);
     // A question about an algorithm does not ask for one.
     assert_eq!(scope("time complexity of binary search?"), 0.0);
     // A long spec with a step in it is not a one-liner.
