@@ -222,7 +222,9 @@ pub(super) const DEBUG: &[&str] = &[
 /// How much program a code ask wants: algorithmic work (search, optimum,
 /// combinatorics, number theory, parsing) makes a longer, harder program
 /// than one built-in operation or formula (`ONE_STEP`). Not "regex": the
-/// labelling rule counts a regex lookup as one-line code.
+/// labelling rule counts a regex lookup as one-line code. Some of these are
+/// also puzzle or arithmetic cues (palindrome, anagram; prime, gcd, binary):
+/// in a code ask they count again here, for the program around them.
 pub(super) const ALGORITHMIC: &[&str] = &[
     "longest",
     "shortest",
@@ -253,7 +255,6 @@ pub(super) const ALGORITHMIC: &[&str] = &[
     "recursively",
     "dynamic programming",
     "memoization",
-    "binary search",
     "heap",
     "priority queue",
     "matrix",
@@ -308,11 +309,19 @@ pub(super) const ONE_STEP: &[&str] = &[
     "volume",
     "circumference",
     "convert",
+    "converts",
+    "converting",
     "get",
+    "gets",
     "add",
+    "adds",
+    "adding",
     "append",
+    "appends",
     "repeat",
+    "repeats",
     "copy",
+    "copies",
     "length",
     "uppercase",
     "lowercase",

@@ -56,8 +56,9 @@ pub struct TaskCues {
     pub math_steps: f32,
     pub latex: f32,
     pub code_task: f32,
-    /// How much program a code ask wants: algorithmic words over it (up to
-    /// two), or -1 for one built-in step or formula in a short ask.
+    /// How much program a code ask wants: algorithmic words in an ask to
+    /// write code (up to two), or -1 for one built-in step or formula in a
+    /// short ask that names no artefact.
     pub code_scope: f32,
     pub multihop: f32,
     pub apply: f32,
@@ -190,12 +191,17 @@ fn code_scope(a: &Joined, ask_words: usize, code_task: f32, produce: bool) -> f3
     if code_task == 0.0 {
         return 0.0;
     }
-    match count(a, ALGORITHMIC) {
-        0.0 if ask_words <= ONE_STEP_WORDS && count(a, ARTEFACT) == 0.0 => {
-            -count(a, ONE_STEP).min(1.0)
-        }
-        n if produce => n.min(2.0),
-        _ => 0.0,
+    let algorithmic = count(a, ALGORITHMIC);
+    let one_step = algorithmic == 0.0
+        && ask_words <= ONE_STEP_WORDS
+        && count(a, ARTEFACT) == 0.0
+        && count(a, ONE_STEP) > 0.0;
+    if one_step {
+        -1.0
+    } else if produce {
+        algorithmic.min(2.0)
+    } else {
+        0.0
     }
 }
 
@@ -452,8 +458,8 @@ impl TaskCues {
         let mut z = -1.0;
         z += 2.5 * f.logic.min(2.0);
         z += 1.5 * f.math_steps.min(2.0) + 1.5 * f.latex.min(2.0);
-        // Each algorithmic word lifts a code ask by 1; a one-step ask drops
-        // by 1 (the labelling rule's "one-line code" is simple).
+        // Each algorithmic word (up to two) lifts a code ask by 1; a one-step
+        // ask drops by 1 (the labelling rule's "one-line code" is simple).
         z += 1.5 * f.code_task.min(2.0) + f.code_scope;
         z += 0.8 * f.multihop.min(3.0);
         z += 0.6 * f.apply.min(3.0);
