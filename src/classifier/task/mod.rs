@@ -188,14 +188,15 @@ fn comparisons(a: &Joined, ask_lower: &str, chars: usize) -> f32 {
 /// int to a string in java") that names no `ARTEFACT`; a longer ask with a
 /// step in it is a spec, a step added to an app a feature.
 fn code_scope(a: &Joined, ask_words: usize, code_task: f32, produce: bool) -> f32 {
-    if code_task == 0.0 {
+    // Neither a one-step ask (too long) nor an ask to write code: nothing
+    // to count.
+    let short = ask_words <= ONE_STEP_WORDS;
+    if code_task == 0.0 || !(short || produce) {
         return 0.0;
     }
     let algorithmic = count(a, ALGORITHMIC);
-    let one_step = algorithmic == 0.0
-        && ask_words <= ONE_STEP_WORDS
-        && count(a, ARTEFACT) == 0.0
-        && count(a, ONE_STEP) > 0.0;
+    let one_step =
+        algorithmic == 0.0 && short && count(a, ARTEFACT) == 0.0 && count(a, ONE_STEP) > 0.0;
     if one_step {
         -1.0
     } else if produce {
